@@ -1,0 +1,709 @@
+//! `CoreLoop`: the scheduling half of `quiesce.Loop`.
+//!
+//! `quiesce.Loop` is `class Loop(CoreLoop, asyncio.SelectorEventLoop)`, so the methods here
+//! come first in the MRO: the C `Task` finds our `call_soon` by name on every wake-up, and
+//! `BaseEventLoop.run_forever` calls our `_run_once` once per turn. Everything that is not
+//! scheduling (transports, sockets, subprocesses, signals, executors) stays asyncio's own.
+//!
+//! Hooks into the Python half (all prefixed `_q_`, all off the hot path): `_q_poll` and
+//! `_q_wait` (selector I/O), `_q_deadlock` (report, or wait for live threads that could still
+//! call `call_soon_threadsafe`) and `_q_budget_exceeded` (raise the reports),
+//! `_q_callback_error` (format and forward a callback's exception to the handler).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass_init::PyClassInitializer;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use quiesce_core::{
+    validate_duration, ClockKind, IdleAction, LaneKey, Policy, RunMode, Scheduler, TimerId, PLAIN_LANE,
+};
+
+use crate::gil_cell::GilCell;
+use crate::handle::{Args, Handle, TimerHandle};
+
+/// An entry of the ready queue or the timer queue.
+pub enum Ready {
+    /// Made by our own `call_soon` / `call_at`.
+    Native(Py<Handle>),
+    /// An `asyncio.Handle` that asyncio's own code handed to `_add_callback` (I/O callbacks).
+    Foreign(Py<PyAny>),
+}
+
+impl Ready {
+    fn object(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Ready::Native(handle) => handle.clone_ref(py).into_any(),
+            Ready::Foreign(handle) => handle.clone_ref(py),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Ready::Native(handle) => visit.call(handle),
+            Ready::Foreign(handle) => visit.call(handle),
+        }
+    }
+}
+
+struct State {
+    scheduler: Scheduler<Ready>,
+    mode: RunMode,
+    /// Callbacks run since the mode was last set.
+    ran: u64,
+    /// Callbacks run since the loop was made.
+    total_ran: u64,
+    /// Limit on `ran` in `RunMode::UntilBlocked`.
+    max_steps: Option<u64>,
+    executor_jobs: u64,
+    /// `time.get_clock_info('monotonic').resolution`: stock's slack for "due" on the real clock.
+    clock_resolution: f64,
+    /// The selector's fd -> key map (its length tells how many fds are watched).
+    fd_map: Option<Py<PyDict>>,
+    /// The loop's signal handlers (signals are outside activity).
+    signal_handlers: Option<Py<PyDict>>,
+}
+
+impl State {
+    fn due_deadline(&self, now: f64) -> (f64, bool) {
+        match self.scheduler.clock_kind() {
+            ClockKind::Virtual => (now, true),
+            ClockKind::Real => (now + self.clock_resolution, false),
+        }
+    }
+
+    fn has_due(&mut self, now: f64) -> bool {
+        let (deadline, inclusive) = self.due_deadline(now);
+        self.scheduler.next_deadline().is_some_and(|when| if inclusive { when <= deadline } else { when < deadline })
+    }
+
+    fn release_due(&mut self, now: f64) {
+        let (deadline, inclusive) = self.due_deadline(now);
+        self.scheduler.release_due(deadline, inclusive);
+    }
+}
+
+/// Scheduling core of `quiesce.Loop`; not meant to be used on its own.
+#[pyclass(module = "quiesce._core", name = "CoreLoop", frozen, subclass)]
+pub struct CoreLoop {
+    state: GilCell<State>,
+    /// `call_soon_threadsafe` entries from any thread, merged at the start of each turn.
+    inbox: Mutex<Vec<(LaneKey, Ready)>>,
+    inbox_pending: AtomicBool,
+    /// The loop is (about to be) blocked in the selector: other threads must wake it.
+    waiting: AtomicBool,
+    uses_lanes: AtomicBool,
+    real_clock: AtomicBool,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+}
+
+fn asyncio_type<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, expr: &str) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        let (module, attrs) = expr.split_once(':').expect("module:attr");
+        let mut object = py.import(module)?.into_any();
+        for attr in attrs.split('.') {
+            object = object.getattr(attr)?;
+        }
+        Ok(object.unbind())
+    })
+    .map(|object| object.bind(py))
+}
+
+fn future_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static TYPES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    TYPES
+        .get_or_try_init(py, || {
+            let futures = py.import("asyncio.futures")?;
+            Ok(PyTuple::new(py, [futures.getattr("Future")?, futures.getattr("_PyFuture")?])?.into_any().unbind())
+        })
+        .map(|types| types.bind(py))
+}
+
+fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static TYPES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    TYPES
+        .get_or_try_init(py, || {
+            let tasks = py.import("asyncio.tasks")?;
+            Ok(PyTuple::new(py, [tasks.getattr("Task")?, tasks.getattr("_PyTask")?])?.into_any().unbind())
+        })
+        .map(|types| types.bind(py))
+}
+
+/// The lane an entry runs in under a seeded policy (see `quiesce_core::ready`): the future whose
+/// completion scheduled it, else the task whose step it is, else the shared plain lane.
+fn lane_for(callback: &Bound<'_, PyAny>, args: &Args) -> PyResult<LaneKey> {
+    let py = callback.py();
+    if let Some(first) = args.first() {
+        let first = first.bind(py);
+        if first.is_instance(future_types(py)?)? {
+            return Ok(first.as_ptr() as LaneKey);
+        }
+    }
+    // SAFETY: `callback` is a live object and the GIL is held.
+    if unsafe { ffi::PyFunction_Check(callback.as_ptr()) } != 0 {
+        return Ok(PLAIN_LANE);
+    }
+    match callback.getattr(intern!(py, "__self__")) {
+        Ok(owner) if owner.is_instance(task_types(py)?)? => Ok(owner.as_ptr() as LaneKey),
+        _ => Ok(PLAIN_LANE),
+    }
+}
+
+fn monotonic(py: Python<'_>) -> PyResult<f64> {
+    static MONOTONIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    asyncio_type(py, &MONOTONIC, "time:monotonic")?.call0()?.extract()
+}
+
+fn check_when(value: f64, name: &str) -> PyResult<f64> {
+    if value.is_nan() {
+        return Err(PyValueError::new_err(format!("{name} must be a number of seconds, got NaN")));
+    }
+    Ok(value)
+}
+
+impl CoreLoop {
+    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> R) -> PyResult<R> {
+        self.state.with(py, f)
+    }
+
+    fn is_real_clock(&self) -> bool {
+        self.real_clock.load(Ordering::Relaxed)
+    }
+
+    fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        if self.is_real_clock() {
+            monotonic(py)
+        } else {
+            self.with(py, |s| s.scheduler.virtual_now())
+        }
+    }
+
+    /// Stock checks `call_soon` and friends make, plus one stock makes only in debug mode (a
+    /// non-callable callback fails here, not later inside the loop).
+    fn check_schedulable(&self, slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        if self.debug.load(Ordering::Relaxed) {
+            if method != "call_soon_threadsafe" {
+                slf.call_method0(intern!(py, "_check_thread"))?;
+            }
+            slf.call_method1(intern!(py, "_check_callback"), (callback, method))?;
+        }
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                callback.repr()?
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_handle(
+        &self,
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Handle, LaneKey)> {
+        let py = slf.py();
+        let context = match context {
+            // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new reference or NULL
+            // with an exception set, and `from_owned_ptr_or_err` takes ownership of either.
+            None => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind(),
+            Some(context) => {
+                // SAFETY: `context` is a live object and the GIL is held.
+                if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+                    return Err(PyTypeError::new_err(format!(
+                        "context must be a contextvars.Context, got {}",
+                        context.get_type().name()?
+                    )));
+                }
+                context.clone().unbind()
+            }
+        };
+        let args = Args::from_tuple(args);
+        let lane = if self.uses_lanes.load(Ordering::Relaxed) { lane_for(callback, &args)? } else { PLAIN_LANE };
+        Ok((Handle::new(callback.clone().unbind(), args, context, slf.clone().unbind()), lane))
+    }
+
+    fn schedule_at(
+        &self,
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        self.check_schedulable(slf, callback, method)?;
+        let (handle, lane) = self.new_handle(slf, callback, args, context)?;
+        let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
+        let timer = Bound::new(py, init)?;
+        let entry = Ready::Native(timer.clone().into_super().unbind());
+        let id = self.with(py, |s| s.scheduler.schedule(when, lane, entry))?;
+        timer.get().set_timer_id(id);
+        Ok(timer.unbind())
+    }
+
+    /// Removes a cancelled timer from the queue (called by `TimerHandle.cancel`).
+    pub fn cancel_timer(&self, py: Python<'_>, id: TimerId) -> PyResult<()> {
+        let removed = self.with(py, |s| s.scheduler.cancel(id))?;
+        drop(removed); // outside the borrow: dropping may run Python code
+        Ok(())
+    }
+
+    fn merge_inbox(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.inbox_pending.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        self.with(py, |s| {
+            for (lane, entry) in entries {
+                s.scheduler.push_ready(lane, entry);
+            }
+        })
+    }
+
+    /// Number of watched file descriptors besides the loop's own self-pipe, and whether signal
+    /// handlers are installed.
+    fn watched(&self, py: Python<'_>) -> PyResult<(usize, bool)> {
+        self.with(py, |s| {
+            let fds = s.fd_map.as_ref().map_or(0, |map| map.bind(py).len().saturating_sub(1));
+            let signals = s.signal_handlers.as_ref().is_some_and(|handlers| !handlers.bind(py).is_empty());
+            (fds, signals)
+        })
+    }
+
+    /// Is outside activity in flight that will make a callback runnable (thread-safe work
+    /// queued, executor jobs running, file descriptors or signals watched)? Other live threads
+    /// are not counted here: they cannot stop the virtual clock, and only `_q_deadlock` waits
+    /// for them before reporting.
+    fn external_activity(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.inbox_pending.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let (fds, signals) = self.watched(py)?;
+        let jobs = self.with(py, |s| s.executor_jobs)?;
+        Ok(fds > 0 || signals || jobs > 0)
+    }
+
+    fn idle_turn(&self, slf: &Bound<'_, Self>, now: f64) -> PyResult<()> {
+        let py = slf.py();
+        let mode = self.with(py, |s| s.mode)?;
+        if mode != RunMode::Forever {
+            self.stopping.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let external = self.external_activity(py)?;
+        match self.with(py, |s| s.scheduler.plan_idle(mode, now, external))? {
+            IdleAction::Return => self.stopping.store(true, Ordering::Relaxed),
+            IdleAction::JumpTo(when) => self.with(py, |s| s.scheduler.move_clock_to(when))?,
+            IdleAction::WaitReal(timeout) => {
+                slf.call_method1(intern!(py, "_q_wait"), (timeout,))?;
+            }
+            IdleAction::Deadlock => {
+                slf.call_method0(intern!(py, "_q_deadlock"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(py: Python<'_>, entry: &Ready) -> PyResult<bool> {
+        match entry {
+            Ready::Native(handle) => {
+                let handle = handle.bind(py);
+                if handle.get().is_cancelled() {
+                    return Ok(false);
+                }
+                Handle::run(handle)?;
+            }
+            Ready::Foreign(handle) => {
+                let handle = handle.bind(py);
+                if handle.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                    return Ok(false);
+                }
+                handle.call_method0(intern!(py, "_run"))?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[pymethods]
+impl CoreLoop {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Self {
+            state: GilCell::new(State {
+                scheduler: Scheduler::new(ClockKind::Virtual, Policy::Fifo),
+                mode: RunMode::Forever,
+                ran: 0,
+                total_ran: 0,
+                max_steps: None,
+                executor_jobs: 0,
+                clock_resolution: 1e-9,
+                fd_map: None,
+                signal_handlers: None,
+            }),
+            inbox: Mutex::new(Vec::new()),
+            inbox_pending: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            uses_lanes: AtomicBool::new(false),
+            real_clock: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the policy and clock; only before anything is scheduled.
+    fn _q_configure(&self, py: Python<'_>, seed: Option<u64>, clock: &str, clock_resolution: f64) -> PyResult<()> {
+        let kind = ClockKind::parse(clock)
+            .ok_or_else(|| PyValueError::new_err(format!("clock must be 'virtual' or 'real', got {clock:?}")))?;
+        let policy = seed.map_or(Policy::Fifo, Policy::Seeded);
+        let replaced = self.with(py, |s| {
+            s.clock_resolution = clock_resolution;
+            std::mem::replace(&mut s.scheduler, Scheduler::new(kind, policy)).drain()
+        })?;
+        drop(replaced);
+        self.uses_lanes.store(seed.is_some(), Ordering::Relaxed);
+        self.real_clock.store(kind == ClockKind::Real, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Tells the core where asyncio keeps the watched fds and the signal handlers.
+    #[pyo3(signature = (fd_map, signal_handlers))]
+    fn _q_watch(
+        &self,
+        py: Python<'_>,
+        fd_map: Option<Bound<'_, PyDict>>,
+        signal_handlers: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let old = self.with(py, |s| {
+            (
+                std::mem::replace(&mut s.fd_map, fd_map.map(Bound::unbind)),
+                std::mem::replace(&mut s.signal_handlers, signal_handlers.map(Bound::unbind)),
+            )
+        })?;
+        drop(old);
+        Ok(())
+    }
+
+    /// The loop's clock: virtual seconds since the loop was made, or `time.monotonic()`.
+    fn time(&self, py: Python<'_>) -> PyResult<f64> {
+        self.now(py)
+    }
+
+    /// Schedules `callback(*args)` to run soon, in `context` (default: a copy of the current one).
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_schedulable(slf, callback, "call_soon")?;
+        let (handle, lane) = this.new_handle(slf, callback, args, context)?;
+        let handle = Py::new(py, handle)?;
+        let entry = Ready::Native(handle.clone_ref(py));
+        this.with(py, |s| s.scheduler.push_ready(lane, entry))?;
+        Ok(handle)
+    }
+
+    /// Like `call_soon`, callable from any thread; wakes the loop if it is waiting.
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_schedulable(slf, callback, "call_soon_threadsafe")?;
+        let (handle, lane) = this.new_handle(slf, callback, args, context)?;
+        let handle = Py::new(py, handle)?;
+        this.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((lane, Ready::Native(handle.clone_ref(py))));
+        this.inbox_pending.store(true, Ordering::Release);
+        if this.waiting.load(Ordering::Acquire) {
+            slf.call_method0(intern!(py, "_write_to_self"))?;
+        }
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` at loop time `when`.
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = check_when(when, "when")?;
+        slf.get().schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
+    /// Schedules `callback(*args)` `delay` seconds from now (exactly `call_at(time() + delay)`).
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let when = check_when(this.now(py)? + check_when(delay, "delay")?, "delay")?;
+        this.schedule_at(slf, when, callback, args, context, "call_later")
+    }
+
+    /// Queues an `asyncio.Handle` made by asyncio's own code (I/O callbacks).
+    fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if handle.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+            return Ok(());
+        }
+        let entry = Ready::Foreign(handle.clone().unbind());
+        slf.get().with(py, |s| s.scheduler.push_ready(PLAIN_LANE, entry))
+    }
+
+    /// Stock's hook for cancelled timers; our timers leave the queue in `TimerHandle.cancel`.
+    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
+
+    /// Whether debug mode is on.
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[getter(_debug)]
+    fn debug_flag(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, value: bool) {
+        self.debug.store(value, Ordering::Relaxed);
+    }
+
+    #[getter(_stopping)]
+    fn stopping_flag(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping_flag(&self, value: bool) {
+        self.stopping.store(value, Ordering::Relaxed);
+    }
+
+    #[getter(_closed)]
+    fn closed_flag(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed_flag(&self, value: bool) {
+        self.closed.store(value, Ordering::Relaxed);
+    }
+
+    /// One turn: merge thread-safe work, poll I/O (or handle an idle turn: return, jump the
+    /// virtual clock, wait in real time, or report a deadlock), release due timers, then run
+    /// the callbacks that were ready at that point (one, in step mode).
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.merge_inbox(py)?;
+        let now = this.now(py)?;
+        let (has_ready, due, mode) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now), s.mode))?;
+        if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
+            this.idle_turn(slf, now)?;
+        } else {
+            let (fds, signals) = this.watched(py)?;
+            if fds > 0 || signals {
+                slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
+            }
+        }
+        this.merge_inbox(py)?;
+        let now = this.now(py)?;
+        let todo = this.with(py, |s| {
+            s.release_due(now);
+            s.scheduler.ready().len()
+        })?;
+        let mut remaining = if mode == RunMode::Step { 1 } else { todo };
+        let mut popped = 0;
+        while remaining > 0 && popped < todo {
+            let (entry, over_budget) = this.with(py, |s| {
+                let over = s.mode == RunMode::UntilBlocked && s.max_steps.is_some_and(|max| s.ran >= max);
+                if over {
+                    (None, true)
+                } else {
+                    (s.scheduler.pop_ready(), false)
+                }
+            })?;
+            if over_budget {
+                slf.call_method0(intern!(py, "_q_budget_exceeded"))?;
+                break;
+            }
+            let Some(entry) = entry else { break };
+            popped += 1;
+            if CoreLoop::dispatch(py, &entry)? {
+                remaining -= 1;
+                this.with(py, |s| {
+                    s.ran += 1;
+                    s.total_ran += 1;
+                })?;
+            }
+        }
+        if mode == RunMode::Step {
+            this.stopping.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sets how the next `run_forever` behaves: "forever", "until_blocked" or "step".
+    #[pyo3(signature = (mode, max_steps = None))]
+    fn _q_set_mode(&self, py: Python<'_>, mode: &str, max_steps: Option<u64>) -> PyResult<()> {
+        let mode = match mode {
+            "forever" => RunMode::Forever,
+            "until_blocked" => RunMode::UntilBlocked,
+            "step" => RunMode::Step,
+            other => return Err(PyValueError::new_err(format!("unknown run mode {other:?}"))),
+        };
+        self.with(py, |s| {
+            s.mode = mode;
+            s.max_steps = max_steps;
+            s.ran = 0;
+        })
+    }
+
+    /// Callbacks run since the mode was last set.
+    fn _q_ran(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |s| s.ran)
+    }
+
+    /// The earliest pending timer deadline, or None.
+    fn _q_next_deadline(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        self.with(py, |s| s.scheduler.next_deadline())
+    }
+
+    /// Moves the virtual clock forward to `instant` (never back).
+    fn _q_move_clock(&self, py: Python<'_>, instant: f64) -> PyResult<()> {
+        self.with(py, |s| s.scheduler.move_clock_to(instant))
+    }
+
+    /// Checks a duration for `advance()`; raises ValueError with the reason.
+    #[staticmethod]
+    fn _q_validate_duration(seconds: f64) -> PyResult<f64> {
+        validate_duration(seconds).map_err(|err| PyValueError::new_err(err.to_string()))
+    }
+
+    /// Adds `delta` to the count of executor jobs in flight; returns the new count.
+    fn _q_executor_jobs(&self, py: Python<'_>, delta: i64) -> PyResult<u64> {
+        self.with(py, |s| {
+            s.executor_jobs = s.executor_jobs.saturating_add_signed(delta);
+            s.executor_jobs
+        })
+    }
+
+    /// Marks the loop as blocked in the selector (threadsafe callers must then wake it).
+    fn _q_set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// Whether thread-safe work is waiting to be merged.
+    fn _q_inbox_pending(&self) -> bool {
+        self.inbox_pending.load(Ordering::Acquire)
+    }
+
+    /// The runnable handles, in queue order (a snapshot).
+    fn _q_ready_handles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let objects: Vec<Py<PyAny>> = self.with(py, |s| s.scheduler.ready().iter().map(|e| e.object(py)).collect())?;
+        PyList::new(py, objects)
+    }
+
+    /// The pending timer handles, in firing order (a snapshot).
+    fn _q_timer_handles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let objects: Vec<Py<PyAny>> =
+            self.with(py, |s| s.scheduler.timers().sorted().into_iter().map(|(_, (_, e))| e.object(py)).collect())?;
+        PyList::new(py, objects)
+    }
+
+    /// Drops every ready entry (`which="ready"`), every timer (`"timers"`), or both (`"all"`).
+    fn _q_clear(&self, py: Python<'_>, which: &str) -> PyResult<()> {
+        let dropped: Vec<Ready> = self.with(py, |s| match which {
+            "ready" => Ok(s.scheduler.pop_all_ready()),
+            "timers" => Ok(s.scheduler.drain_timers()),
+            "all" => Ok(s.scheduler.drain()),
+            other => Err(PyValueError::new_err(format!("unknown queue {other:?}"))),
+        })??;
+        drop(dropped);
+        if which != "timers" {
+            let inbox = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+            self.inbox_pending.store(false, Ordering::Release);
+            drop(inbox);
+        }
+        Ok(())
+    }
+
+    /// Counters for tests and reports.
+    fn _q_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (ready, timers, heap, choices, ran, total, jobs) = self.with(py, |s| {
+            (
+                s.scheduler.ready().len(),
+                s.scheduler.timers().len(),
+                s.scheduler.timers().heap_len(),
+                s.scheduler.ready().choices(),
+                s.ran,
+                s.total_ran,
+                s.executor_jobs,
+            )
+        })?;
+        let stats = PyDict::new(py);
+        stats.set_item("ready", ready)?;
+        stats.set_item("timers", timers)?;
+        stats.set_item("timer_heap", heap)?;
+        stats.set_item("choices", choices)?;
+        stats.set_item("ran", ran)?;
+        stats.set_item("total_ran", total)?;
+        stats.set_item("executor_jobs", jobs)?;
+        Ok(stats)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(state) = self.state.peek_for_gc() {
+            for entry in state.scheduler.ready().iter() {
+                entry.traverse(&visit)?;
+            }
+            for (_, (_, entry)) in state.scheduler.timers().iter() {
+                entry.traverse(&visit)?;
+            }
+            visit.call(&state.fd_map)?;
+            visit.call(&state.signal_handlers)?;
+        }
+        if let Ok(inbox) = self.inbox.try_lock() {
+            for (_, entry) in inbox.iter() {
+                entry.traverse(&visit)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! Interior mutability for state that is only ever touched with the GIL held.
+//!
+//! A `#[pyclass]` must be `Sync`, and the loop's state is mutated from `call_soon`, which a
+//! running callback re-enters at any time. A `Mutex` would deadlock on that re-entry; this cell
+//! instead turns it into a Python exception. Callers keep borrows short and never run Python
+//! code (including dropping Python objects) while a borrow is open: values that may need
+//! dropping are moved out of the closure and dropped after it returns.
+
+use std::cell::{Cell, UnsafeCell};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// A `RefCell` whose borrows require the GIL.
+pub struct GilCell<T> {
+    borrowed: Cell<bool>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: every access path (`with`, `peek_for_gc`) requires the GIL: `with` takes a `Python`
+// token and `peek_for_gc` is only called from `__traverse__`, which the garbage collector runs
+// with the GIL held. The extension module is declared `gil_used = true`, so even a free-threaded
+// interpreter re-enables the GIL when it loads us. Hence at most one thread is inside at a time,
+// and the `borrowed` flag rejects re-entry from the same thread.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+struct ReleaseOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl<T> GilCell<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Self { borrowed: Cell::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Runs `f` with exclusive access. Fails (instead of aliasing) if already borrowed, which can
+    /// only happen if Python code ran inside another borrow.
+    pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> PyResult<R> {
+        if self.borrowed.replace(true) {
+            return Err(PyRuntimeError::new_err(
+                "quiesce: loop state re-entered while it was being updated (a finalizer or another \
+                 thread ran inside the scheduler); this is a quiesce bug, please report it",
+            ));
+        }
+        let _release = ReleaseOnDrop(&self.borrowed);
+        // SAFETY: the flag was false, so no other reference into the cell exists, and the GIL
+        // (held: we have a `Python` token) keeps other threads out until `_release` drops.
+        let value = unsafe { &mut *self.value.get() };
+        Ok(f(value))
+    }
+
+    /// Read access for the garbage collector's traversal; `None` while a borrow is open (then
+    /// the referents are simply not reported, which only keeps objects alive longer).
+    pub fn peek_for_gc(&self) -> Option<&T> {
+        if self.borrowed.get() {
+            return None;
+        }
+        // SAFETY: called from `__traverse__` with the GIL held; no mutable borrow is open (flag
+        // checked above) and none can start, because traversal runs no Python code.
+        Some(unsafe { &*self.value.get() })
+    }
+}

@@ -1,0 +1,289 @@
+//! Native `Handle` and `TimerHandle`: what `call_soon` and `call_at` return, and what the ready
+//! queue holds. Running one enters its `contextvars.Context` with `PyContext_Enter`, which is
+//! what makes a dispatch cost a fraction of stock asyncio's `Context.run` through Python.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
+
+use quiesce_core::TimerId;
+
+use crate::core_loop::CoreLoop;
+
+/// Positional arguments, specialised so the common 0- and 1-argument calls build no tuple.
+pub enum Args {
+    Zero,
+    One(Py<PyAny>),
+    Many(Py<PyTuple>),
+}
+
+impl Args {
+    pub fn from_tuple(args: &Bound<'_, PyTuple>) -> Self {
+        match args.len() {
+            0 => Args::Zero,
+            1 => Args::One(args.get_item(0).expect("length checked").unbind()),
+            _ => Args::Many(args.clone().unbind()),
+        }
+    }
+
+    pub fn first(&self) -> Option<&Py<PyAny>> {
+        match self {
+            Args::One(arg) => Some(arg),
+            _ => None,
+        }
+    }
+
+    fn to_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Args::Zero => Ok(PyTuple::empty(py)),
+            Args::One(arg) => PyTuple::new(py, [arg.bind(py)]),
+            Args::Many(tuple) => Ok(tuple.bind(py).clone()),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Zero => Ok(()),
+            Args::One(arg) => visit.call(arg),
+            Args::Many(tuple) => visit.call(tuple),
+        }
+    }
+}
+
+/// A scheduled callback (asyncio's `Handle`): `cancel()`, `cancelled()`, `get_context()`.
+#[pyclass(module = "quiesce._core", name = "Handle", frozen, subclass, weakref)]
+pub struct Handle {
+    callback: Py<PyAny>,
+    args: Args,
+    context: Py<PyAny>,
+    event_loop: Py<CoreLoop>,
+    cancelled: AtomicBool,
+}
+
+impl Handle {
+    pub fn new(callback: Py<PyAny>, args: Args, context: Py<PyAny>, event_loop: Py<CoreLoop>) -> Self {
+        Self { callback, args, context, event_loop, cancelled: AtomicBool::new(false) }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn callback(&self) -> &Py<PyAny> {
+        &self.callback
+    }
+
+    pub fn args(&self) -> &Args {
+        &self.args
+    }
+
+    /// Calls the callback inside its context. Errors other than `SystemExit` and
+    /// `KeyboardInterrupt` go to the loop's exception handler, as in stock `Handle._run`;
+    /// those two propagate.
+    pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let ctx = this.context.as_ptr();
+        // SAFETY: the GIL is held; `ctx` is a live `contextvars.Context` (type-checked when the
+        // handle was made) kept alive by `this`, which `slf` keeps alive; the callback and its
+        // arguments are likewise owned by `this` for the whole call (fields are immutable).
+        let outcome = unsafe {
+            if ffi::PyContext_Enter(ctx) < 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                let result = match &this.args {
+                    Args::Zero => ffi::PyObject_CallNoArgs(this.callback.as_ptr()),
+                    Args::One(arg) => ffi::PyObject_CallOneArg(this.callback.as_ptr(), arg.as_ptr()),
+                    Args::Many(tuple) => {
+                        ffi::PyObject_Call(this.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut())
+                    }
+                };
+                let outcome = if result.is_null() {
+                    Err(PyErr::fetch(py))
+                } else {
+                    ffi::Py_DECREF(result);
+                    Ok(())
+                };
+                // Exiting can only fail if the context is not the current one, which the call
+                // cannot change (contexts nest); report it rather than ignore it.
+                if ffi::PyContext_Exit(ctx) < 0 {
+                    let exit_error = PyErr::fetch(py);
+                    outcome.and(Err(exit_error))
+                } else {
+                    outcome
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                Err(err)
+            }
+            Err(err) => {
+                let event_loop = this.event_loop.bind(py);
+                event_loop.call_method1(pyo3::intern!(py, "_q_callback_error"), (slf, err.into_value(py)))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn info(&self, py: Python<'_>, class_name: &str, when: Option<f64>) -> PyResult<String> {
+        let mut info = vec![class_name.to_owned()];
+        if self.is_cancelled() {
+            info.push("cancelled".to_owned());
+        }
+        if let Some(when) = when {
+            info.push(format!("when={}", format_float(py, when)?));
+        }
+        if !self.is_cancelled() {
+            let format_source = format_callback_source(py)?;
+            let source = format_source.call1((self.callback.bind(py), self.args.to_tuple(py)?))?;
+            info.push(source.extract::<String>()?);
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+}
+
+fn format_float(py: Python<'_>, value: f64) -> PyResult<String> {
+    // Python's float repr, so `when=` reads exactly like stock asyncio's.
+    Ok(pyo3::types::PyFloat::new(py, value).repr()?.to_string())
+}
+
+fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")
+}
+
+#[pymethods]
+impl Handle {
+    /// Cancels the callback; a cancelled handle never runs. Idempotent.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cancel()` was called.
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    /// The `contextvars.Context` the callback runs in.
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    /// Runs the callback now (what the loop does when the handle's turn comes).
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_cancelled() {
+            return Ok(());
+        }
+        Handle::run(slf)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        (!self.is_cancelled()).then(|| self.callback.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        if self.is_cancelled() {
+            return Ok(None);
+        }
+        self.args.to_tuple(py).map(Some)
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<CoreLoop> {
+        self.event_loop.clone_ref(py)
+    }
+
+    /// Always `None`: quiesce does not record where handles were created.
+    #[getter]
+    fn _source_traceback(&self) -> Option<Py<PyAny>> {
+        None
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let class_name = slf.get_type().name()?.to_string();
+        slf.get().info(slf.py(), &class_name, None)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        self.args.traverse(&visit)?;
+        visit.call(&self.context)?;
+        visit.call(&self.event_loop)
+    }
+}
+
+/// Marks a timer id as not yet assigned.
+const NO_TIMER: u64 = u64::MAX;
+
+/// A callback scheduled for a loop time (asyncio's `TimerHandle`): adds `when()`.
+#[pyclass(module = "quiesce._core", name = "TimerHandle", extends = Handle, frozen)]
+pub struct TimerHandle {
+    when: f64,
+    timer_id: AtomicU64,
+}
+
+impl TimerHandle {
+    pub fn new(when: f64) -> Self {
+        Self { when, timer_id: AtomicU64::new(NO_TIMER) }
+    }
+
+    pub fn set_timer_id(&self, id: TimerId) {
+        self.timer_id.store(id.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn timer_id(&self) -> Option<TimerId> {
+        let bits = self.timer_id.load(Ordering::Relaxed);
+        (bits != NO_TIMER).then(|| TimerId::from_bits(bits))
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// The loop time at which the callback is due.
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    /// Cancels the timer and removes it from the loop's timer queue at once.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let base = slf.as_super().get();
+        if base.is_cancelled() {
+            return Ok(());
+        }
+        base.cancel();
+        let py = slf.py();
+        if let Some(id) = slf.get().timer_id() {
+            base.event_loop.bind(py).get().cancel_timer(py, id)?;
+        }
+        Ok(())
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let class_name = slf.get_type().name()?.to_string();
+        slf.as_super().get().info(slf.py(), &class_name, Some(slf.get().when))
+    }
+}

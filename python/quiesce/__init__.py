@@ -1,0 +1,27 @@
+"""quiesce: a deterministic asyncio event loop for tests.
+
+Run the loop until every task is blocked, assert, poke, resume; move a virtual clock instead
+of sleeping; get a report instead of a hung test when tasks deadlock.
+
+    loop = quiesce.Loop()
+    task = loop.create_task(worker())
+    loop.run_until_blocked()   # everything that can run has run
+    loop.advance(60)           # an hour of sleeps costs nothing
+"""
+
+from __future__ import annotations
+
+from quiesce._core import Handle, TimerHandle
+from quiesce._errors import BudgetExceeded, Deadlock
+from quiesce._loop import DEFAULT_MAX_STEPS, Loop
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "BudgetExceeded",
+    "Deadlock",
+    "Handle",
+    "Loop",
+    "TimerHandle",
+]
+
+__version__ = "0.1.0"
