@@ -23,7 +23,7 @@ import re
 from types import CodeType, FrameType
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-__all__ = ["describe_task", "describe_pending_tasks"]
+__all__ = ["describe_pending_tasks", "describe_task"]
 
 # Longest repr of a foreign object (future, primitive, result) put in a description.
 _MAX_REPR = 200
@@ -39,7 +39,7 @@ def _safe_repr(obj: object, limit: int = _MAX_REPR) -> str:
         text = repr(obj)
     except Exception as exc:  # a broken __repr__ must not break the report
         try:
-            text = "<%s object (repr failed: %s)>" % (type(obj).__name__, type(exc).__name__)
+            text = f"<{type(obj).__name__} object (repr failed: {type(exc).__name__})>"
         except Exception:
             text = "<unrepresentable object>"
     if not isinstance(text, str):
@@ -232,11 +232,8 @@ def _frame_location(obj: object, frame: FrameType, created: bool) -> str:
         code = frame.f_code
         filename = code.co_filename
         lineno = code.co_firstlineno if created else frame.f_lineno
-        text = "%s:%s in %s" % (
-            _short_path(filename),
-            lineno if lineno is not None else "?",
-            _qualname_of(obj),
-        )
+        shown_line = lineno if lineno is not None else "?"
+        text = f"{_short_path(filename)}:{shown_line} in {_qualname_of(obj)}"
         source = _source_line(filename, lineno, frame)
         if source:
             text += ": " + source
@@ -295,12 +292,12 @@ def _primitive_phrase(chain: List[Tuple[object, FrameType]]) -> str:
             label = _PRIMITIVES.get(code)
             if label == "sleep":
                 found, delay = _frame_local(frame, "delay")
-                return "asyncio.sleep(%s)" % (_safe_repr(delay) if found else "...")
+                return f"asyncio.sleep({_safe_repr(delay) if found else '...'})"
             if label is not None:
                 found, owner = _frame_local(frame, "self")
                 if found:
-                    return "%s() on %s" % (label, _safe_repr(owner))
-                return "%s()" % label
+                    return f"{label}() on {_safe_repr(owner)}"
+                return f"{label}()"
             if not _is_asyncio_file(code.co_filename):
                 break
     except Exception:
@@ -343,7 +340,7 @@ def _is_done(future: object) -> bool:
 
 def _describe_awaited(waiter: object) -> str:
     if _is_task(waiter):
-        return "Task %r" % _task_name(waiter)
+        return f"Task {_task_name(waiter)!r}"
     return _safe_repr(waiter)
 
 
@@ -352,8 +349,8 @@ def _coro_header(coro: Optional[object]) -> str:
         return "no coroutine"
     code = _code_of(coro)
     if code is None:
-        return "coroutine %s" % _safe_repr(coro)
-    return "coroutine %s() in %s" % (_qualname_of(coro), _short_path(code.co_filename))
+        return f"coroutine {_safe_repr(coro)}"
+    return f"coroutine {_qualname_of(coro)}() in {_short_path(code.co_filename)}"
 
 
 def _done_line(task: object) -> str:
@@ -364,8 +361,8 @@ def _done_line(task: object) -> str:
         # exception as retrieved and silence asyncio's "never retrieved" warning.
         exc = getattr(task, "_exception", None)
         if exc is not None:
-            return "  done: raised %s" % _safe_repr(exc)
-        return "  done: returned %s" % _safe_repr(getattr(task, "_result", None))
+            return f"  done: raised {_safe_repr(exc)}"
+        return f"  done: returned {_safe_repr(getattr(task, '_result', None))}"
     except Exception:
         return "  done"
 
@@ -378,7 +375,7 @@ def _describe(task: asyncio.Task) -> Tuple[str, str, str]:
     name = _task_name(task)
     coro = _task_coro(task)
     qualname = _qualname_of(coro) if coro is not None else ""
-    lines = ["Task %r (%s)" % (name, _coro_header(coro))]
+    lines = [f"Task {name!r} ({_coro_header(coro)})"]
 
     try:
         done = bool(task.done())
@@ -404,9 +401,9 @@ def _describe(task: asyncio.Task) -> Tuple[str, str, str]:
             text = _frame_location(obj, frame, created)
             if index == 0:
                 location = text
-                lines.append("  %s %s" % (lead, text))
+                lines.append(f"  {lead} {text}")
             else:
-                lines.append("    -> %s" % text)
+                lines.append(f"    -> {text}")
 
     phrase = _primitive_phrase(chain)
     try:
@@ -416,14 +413,14 @@ def _describe(task: asyncio.Task) -> Tuple[str, str, str]:
     if waiter is None:
         awaiting = "nothing (running)" if state == "running" else "nothing (runnable)"
     elif waiter is _MISSING:
-        awaiting = "(%s)" % phrase if phrase else "unknown"
+        awaiting = f"({phrase})" if phrase else "unknown"
     elif _is_done(waiter):
         # Woken up (e.g. the Event was set) but the loop has not resumed the task yet.
-        awaiting = "nothing (runnable; woken by %s)" % _describe_awaited(waiter)
+        awaiting = f"nothing (runnable; woken by {_describe_awaited(waiter)})"
     else:
         awaiting = _describe_awaited(waiter)
         if phrase:
-            awaiting += " (%s)" % phrase
+            awaiting += f" ({phrase})"
     lines.append("  awaiting: " + awaiting)
     return "\n".join(lines), qualname, location
 
@@ -450,7 +447,7 @@ def describe_task(task: asyncio.Task) -> str:
     try:
         return _describe(task)[0]
     except Exception:
-        return "Task %s" % _safe_repr(task)
+        return f"Task {_safe_repr(task)}"
 
 
 def _natural_key(text: str) -> Tuple[Tuple[int, int, str], ...]:
@@ -478,7 +475,7 @@ def describe_pending_tasks(tasks: Iterable[asyncio.Task]) -> str:
             text, qualname, location = _describe(task)
             name = _task_name(task)
         except Exception:
-            text, qualname, location, name = "Task %s" % _safe_repr(task), "", "", ""
+            text, qualname, location, name = f"Task {_safe_repr(task)}", "", "", ""
         entries.append(((_natural_key(name), qualname, location, position), text))
     if not entries:
         return "(no pending tasks)"

@@ -131,9 +131,7 @@ impl<T> ReadyQueue<T> {
     pub fn iter(&self) -> Box<dyn Iterator<Item = &T> + '_> {
         match &self.inner {
             Inner::Fifo(queue) => Box::new(queue.iter()),
-            Inner::Seeded(seeded) => {
-                Box::new(seeded.active.iter().flat_map(move |k| seeded.lanes[k].entries.iter()))
-            }
+            Inner::Seeded(seeded) => Box::new(seeded.active.iter().flat_map(move |k| seeded.lanes[k].entries.iter())),
         }
     }
 }

@@ -141,9 +141,7 @@ impl<T> TimerQueue<T> {
 
     /// Whether `id` is still pending.
     pub fn contains(&self, id: TimerId) -> bool {
-        self.slots
-            .get(id.slot as usize)
-            .is_some_and(|slot| slot.generation == id.generation && slot.payload.is_some())
+        self.slots.get(id.slot as usize).is_some_and(|slot| slot.generation == id.generation && slot.payload.is_some())
     }
 
     /// Deadline of the earliest pending timer.

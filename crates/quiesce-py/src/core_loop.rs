@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+#[cfg(not(feature = "abi3"))]
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -106,7 +107,11 @@ pub struct CoreLoop {
     debug: AtomicBool,
 }
 
-fn asyncio_type<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, expr: &str) -> PyResult<&'py Bound<'py, PyAny>> {
+fn asyncio_type<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    expr: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || {
         let (module, attrs) = expr.split_once(':').expect("module:attr");
         let mut object = py.import(module)?.into_any();
@@ -148,14 +153,50 @@ fn lane_for(callback: &Bound<'_, PyAny>, args: &Args) -> PyResult<LaneKey> {
             return Ok(first.as_ptr() as LaneKey);
         }
     }
-    // SAFETY: `callback` is a live object and the GIL is held.
-    if unsafe { ffi::PyFunction_Check(callback.as_ptr()) } != 0 {
+    if is_plain_function(callback) {
         return Ok(PLAIN_LANE);
     }
     match callback.getattr(intern!(py, "__self__")) {
         Ok(owner) if owner.is_instance(task_types(py)?)? => Ok(owner.as_ptr() as LaneKey),
         _ => Ok(PLAIN_LANE),
     }
+}
+
+#[cfg(not(feature = "abi3"))]
+fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new reference or NULL with an
+    // exception set, and `from_owned_ptr_or_err` takes ownership of either.
+    Ok(unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind())
+}
+
+#[cfg(feature = "abi3")]
+fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static COPY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    Ok(asyncio_type(py, &COPY, "contextvars:copy_context")?.call0()?.unbind())
+}
+
+#[cfg(not(feature = "abi3"))]
+fn is_context(object: &Bound<'_, PyAny>) -> PyResult<bool> {
+    // SAFETY: `object` is a live object and the GIL is held.
+    Ok(unsafe { ffi::PyContext_CheckExact(object.as_ptr()) } != 0)
+}
+
+#[cfg(feature = "abi3")]
+fn is_context(object: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    object.is_instance(asyncio_type(object.py(), &CONTEXT, "contextvars:Context")?)
+}
+
+/// Plain Python functions have no `__self__`: skip the (failing, costly) attribute lookup.
+#[cfg(not(feature = "abi3"))]
+fn is_plain_function(callback: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `callback` is a live object and the GIL is held.
+    unsafe { ffi::PyFunction_Check(callback.as_ptr()) != 0 }
+}
+
+#[cfg(feature = "abi3")]
+fn is_plain_function(_callback: &Bound<'_, PyAny>) -> bool {
+    false
 }
 
 fn monotonic(py: Python<'_>) -> PyResult<f64> {
@@ -218,12 +259,9 @@ impl CoreLoop {
     ) -> PyResult<(Handle, LaneKey)> {
         let py = slf.py();
         let context = match context {
-            // SAFETY: the GIL is held; `PyContext_CopyCurrent` returns a new reference or NULL
-            // with an exception set, and `from_owned_ptr_or_err` takes ownership of either.
-            None => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind(),
+            None => copy_current_context(py)?,
             Some(context) => {
-                // SAFETY: `context` is a live object and the GIL is held.
-                if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+                if !is_context(context)? {
                     return Err(PyTypeError::new_err(format!(
                         "context must be a contextvars.Context, got {}",
                         context.get_type().name()?

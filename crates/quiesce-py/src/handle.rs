@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+#[cfg(not(feature = "abi3"))]
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -88,37 +89,7 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let ctx = this.context.as_ptr();
-        // SAFETY: the GIL is held; `ctx` is a live `contextvars.Context` (type-checked when the
-        // handle was made) kept alive by `this`, which `slf` keeps alive; the callback and its
-        // arguments are likewise owned by `this` for the whole call (fields are immutable).
-        let outcome = unsafe {
-            if ffi::PyContext_Enter(ctx) < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                let result = match &this.args {
-                    Args::Zero => ffi::PyObject_CallNoArgs(this.callback.as_ptr()),
-                    Args::One(arg) => ffi::PyObject_CallOneArg(this.callback.as_ptr(), arg.as_ptr()),
-                    Args::Many(tuple) => {
-                        ffi::PyObject_Call(this.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut())
-                    }
-                };
-                let outcome = if result.is_null() {
-                    Err(PyErr::fetch(py))
-                } else {
-                    ffi::Py_DECREF(result);
-                    Ok(())
-                };
-                // Exiting can only fail if the context is not the current one, which the call
-                // cannot change (contexts nest); report it rather than ignore it.
-                if ffi::PyContext_Exit(ctx) < 0 {
-                    let exit_error = PyErr::fetch(py);
-                    outcome.and(Err(exit_error))
-                } else {
-                    outcome
-                }
-            }
-        };
+        let outcome = this.call_in_context(py);
         match outcome {
             Ok(()) => Ok(()),
             Err(err) if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) => {
@@ -130,6 +101,54 @@ impl Handle {
                 Ok(())
             }
         }
+    }
+
+    #[cfg(not(feature = "abi3"))]
+    fn call_in_context(&self, py: Python<'_>) -> PyResult<()> {
+        let ctx = self.context.as_ptr();
+        // SAFETY: the GIL is held; `ctx` is a live `contextvars.Context` (type-checked when the
+        // handle was made) owned by `self`; the callback and its arguments are likewise owned
+        // by `self` (fields are immutable) for the whole call, and `self` outlives this call.
+        unsafe {
+            if ffi::PyContext_Enter(ctx) < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            let result = match &self.args {
+                Args::Zero => ffi::PyObject_CallNoArgs(self.callback.as_ptr()),
+                Args::One(arg) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
+                Args::Many(tuple) => ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut()),
+            };
+            let outcome = if result.is_null() {
+                Err(PyErr::fetch(py))
+            } else {
+                ffi::Py_DECREF(result);
+                Ok(())
+            };
+            // Exiting fails only if the context is no longer the current one, which the call
+            // cannot cause (contexts nest); report it rather than ignore it.
+            if ffi::PyContext_Exit(ctx) < 0 {
+                let exit_error = PyErr::fetch(py);
+                return outcome.and(Err(exit_error));
+            }
+            outcome
+        }
+    }
+
+    /// Limited-API dispatch: `context.run(callback, *args)` through a Python method call.
+    #[cfg(feature = "abi3")]
+    fn call_in_context(&self, py: Python<'_>) -> PyResult<()> {
+        let run = pyo3::intern!(py, "run");
+        let context = self.context.bind(py);
+        match &self.args {
+            Args::Zero => context.call_method1(run, (self.callback.bind(py),)),
+            Args::One(arg) => context.call_method1(run, (self.callback.bind(py), arg.bind(py))),
+            Args::Many(tuple) => {
+                let mut items = vec![self.callback.bind(py).clone()];
+                items.extend(tuple.bind(py).iter());
+                context.call_method1(run, PyTuple::new(py, items)?)
+            }
+        }
+        .map(drop)
     }
 
     fn info(&self, py: Python<'_>, class_name: &str, when: Option<f64>) -> PyResult<String> {
