@@ -93,9 +93,12 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return self._q_clock
 
     def __repr__(self) -> str:
+        clock = getattr(self, "_q_clock", "?")
+        seed = getattr(self, "_q_seed", None)
+        running = getattr(self, "_thread_id", None) is not None
         return (
-            f"<quiesce.Loop clock={self._q_clock} seed={self._q_seed} "
-            f"running={self.is_running()} closed={self.is_closed()} time={self.time()!r}>"
+            f"<quiesce.Loop clock={clock} seed={seed} running={running} "
+            f"closed={self.is_closed()} time={self.time()!r}>"
         )
 
     # -- driving the loop from synchronous test code -----------------------------------------
@@ -215,26 +218,25 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._process_events(self._selector.select(timeout))
 
     def _q_wait(self, timeout: Optional[float]) -> None:
-        """Waits in real time for outside activity (at most ``timeout`` seconds); on the
-        virtual clock, time then moves by the real time waited, up to the next timer."""
-        if timeout is None or timeout > _MAX_SELECT_TIMEOUT:
-            timeout = _MAX_SELECT_TIMEOUT
+        """Waits in real time for outside activity, at most ``timeout`` seconds (the delay to
+        the next timer). The virtual clock holds still meanwhile; if the whole delay passes in
+        real time with nothing arriving, it jumps to that timer, as a real clock would have."""
+        limit = _MAX_SELECT_TIMEOUT if timeout is None else min(timeout, _MAX_SELECT_TIMEOUT)
         self._q_set_waiting(True)
         try:
             if self._q_inbox_pending():
-                timeout = 0.0
+                limit = 0.0
             started = time.monotonic()
-            events = self._selector.select(timeout)
+            events = self._selector.select(limit)
             waited = time.monotonic() - started
         finally:
             self._q_set_waiting(False)
         self._process_events(events)
-        if self._q_clock == "virtual":
-            target = self.time() + waited
-            deadline = self._q_next_deadline()
-            if deadline is not None:
-                target = min(target, deadline)
-            self._q_move_clock(target)
+        if self._q_clock == "virtual" and timeout is not None and waited >= timeout:
+            if not events and not self._q_inbox_pending():
+                deadline = self._q_next_deadline()
+                if deadline is not None:
+                    self._q_move_clock(deadline)
 
     def _q_live_threads(self) -> List[threading.Thread]:
         """Other live threads that could still call ``call_soon_threadsafe``: every thread but
@@ -292,6 +294,11 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     def _q_budget_exceeded(self) -> None:
         from quiesce._tasks_report import describe_pending_tasks
+
+        if all(handle._cancelled for handle in self._q_ready_handles()):
+            # The budget ran out exactly: what is left would never run anyway.
+            self._q_clear("ready")
+            return
 
         ran = self._q_ran()
         tasks = [task for task in asyncio.all_tasks(self) if not task.done()]

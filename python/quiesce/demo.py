@@ -71,7 +71,7 @@ def an_hour_of_sleeps() -> None:
         loop.close()
 
 
-async def transfer(name: str, first: asyncio.Lock, second: asyncio.Lock) -> None:
+async def transfer(first: asyncio.Lock, second: asyncio.Lock) -> None:
     """Takes two locks in the given order."""
     async with first:
         await asyncio.sleep(1)
@@ -89,11 +89,11 @@ def a_deadlock() -> None:
 
         async def main() -> None:
             await asyncio.gather(
-                asyncio.ensure_future(transfer("payer", accounts, audit)),
-                asyncio.ensure_future(transfer("auditor", audit, accounts)),
+                asyncio.create_task(transfer(accounts, audit), name="payer"),
+                asyncio.create_task(transfer(audit, accounts), name="auditor"),
             )
 
-        loop.run_until_complete(main())
+        loop.run_until_complete(loop.create_task(main(), name="main"))
     except quiesce.Deadlock as deadlock:
         print("   quiesce.Deadlock:")
         for line in str(deadlock).splitlines():

@@ -165,20 +165,21 @@ impl<T> TimerQueue<T> {
         fired
     }
 
-    /// Removes every timer and returns the payloads, earliest first.
+    /// Removes every timer and returns the payloads, earliest first. Ids issued before stay
+    /// harmless: every slot moves to a new generation.
     pub fn drain(&mut self) -> Vec<(f64, T)> {
+        let mut entries = std::mem::take(&mut self.heap).into_sorted_vec();
+        entries.reverse(); // `Ord` is reversed: the sorted vec is latest first
         let mut out = Vec::with_capacity(self.live);
-        while let Some(entry) = self.heap.pop() {
-            let slot = &mut self.slots[entry.slot as usize];
-            if slot.generation == entry.generation {
-                if let Some(fired) = slot.payload.take() {
+        for entry in entries {
+            if self.is_live(&entry) {
+                if let Some(fired) = self.slots[entry.slot as usize].payload.take() {
                     out.push(fired);
                 }
+                self.release_slot(entry.slot);
             }
         }
-        self.slots.clear();
-        self.free_slots.clear();
-        self.live = 0;
+        debug_assert_eq!(self.live, 0);
         out
     }
 
@@ -266,6 +267,16 @@ mod tests {
         assert!(q.contains(b));
         assert_eq!(q.cancel(b), Some("b"));
         assert_eq!(q.cancel(b), None);
+    }
+
+    #[test]
+    fn ids_from_before_a_drain_do_not_reach_new_timers() {
+        let mut q = TimerQueue::new();
+        let old = q.insert(1.0, "old");
+        assert_eq!(q.drain(), vec![(1.0, "old")]);
+        let new = q.insert(2.0, "new");
+        assert_eq!(q.cancel(old), None);
+        assert!(q.contains(new));
     }
 
     #[test]

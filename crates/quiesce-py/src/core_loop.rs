@@ -145,11 +145,14 @@ fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 /// The lane an entry runs in under a seeded policy (see `quiesce_core::ready`): the future whose
 /// completion scheduled it, else the task whose step it is, else the shared plain lane.
-fn lane_for(callback: &Bound<'_, PyAny>, args: &Args) -> PyResult<LaneKey> {
+fn lane_for(callback: &Bound<'_, PyAny>, args: &Args, explicit_context: bool) -> PyResult<LaneKey> {
     let py = callback.py();
-    if let Some(first) = args.first() {
+    // A future schedules its done-callbacks when it completes, each with the future as the one
+    // argument and always with `context=`; a plain `call_soon(f, fut)` from user code has no
+    // context and stays in the plain lane.
+    if let (true, Some(first)) = (explicit_context, args.first()) {
         let first = first.bind(py);
-        if first.is_instance(future_types(py)?)? {
+        if first.is_instance(future_types(py)?)? && first.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(first.as_ptr() as LaneKey);
         }
     }
@@ -258,6 +261,7 @@ impl CoreLoop {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Handle, LaneKey)> {
         let py = slf.py();
+        let explicit_context = context.is_some();
         let context = match context {
             None => copy_current_context(py)?,
             Some(context) => {
@@ -271,7 +275,11 @@ impl CoreLoop {
             }
         };
         let args = Args::from_tuple(args);
-        let lane = if self.uses_lanes.load(Ordering::Relaxed) { lane_for(callback, &args)? } else { PLAIN_LANE };
+        let lane = if self.uses_lanes.load(Ordering::Relaxed) {
+            lane_for(callback, &args, explicit_context)?
+        } else {
+            PLAIN_LANE
+        };
         Ok((Handle::new(callback.clone().unbind(), args, context, slf.clone().unbind()), lane))
     }
 
@@ -402,7 +410,9 @@ impl CoreLoop {
             uses_lanes: AtomicBool::new(false),
             real_clock: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
+            // Closed until asyncio's `__init__` opens it, so a loop whose construction failed
+            // is not mistaken for an unclosed one by `BaseEventLoop.__del__`.
+            closed: AtomicBool::new(true),
             debug: AtomicBool::new(false),
         }
     }
@@ -570,15 +580,16 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         this.merge_inbox(py)?;
+        let mode = this.with(py, |s| s.mode)?;
+        let (fds, signals) = this.watched(py)?;
+        if fds > 0 || signals {
+            slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
+            this.merge_inbox(py)?;
+        }
         let now = this.now(py)?;
-        let (has_ready, due, mode) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now), s.mode))?;
+        let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
         if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
             this.idle_turn(slf, now)?;
-        } else {
-            let (fds, signals) = this.watched(py)?;
-            if fds > 0 || signals {
-                slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
-            }
         }
         this.merge_inbox(py)?;
         let now = this.now(py)?;
@@ -598,6 +609,7 @@ impl CoreLoop {
                 }
             })?;
             if over_budget {
+                // Raises, unless everything left is cancelled (then it is dropped).
                 slf.call_method0(intern!(py, "_q_budget_exceeded"))?;
                 break;
             }
