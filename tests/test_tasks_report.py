@@ -467,7 +467,9 @@ def test_weird_objects_never_raise(loop: asyncio.AbstractEventLoop) -> None:
     task = loop.create_task(HostileCoroutine())
     task.set_name("hostile")
     text = describe_task(task)
-    assert text.startswith(f"Task 'hostile' (coroutine <{HostileCoroutine.__module__}.HostileCoroutine")
+    assert text.startswith(
+        f"Task 'hostile' (coroutine <{HostileCoroutine.__module__}.HostileCoroutine"
+    )
     assert text.endswith("  awaiting: nothing (runnable)")
 
     assert describe_task(HostileTask()).startswith("Task ")  # type: ignore[arg-type]

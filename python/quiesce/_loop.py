@@ -111,6 +111,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         waiting). Returns when nothing can run without time passing or something external
         happening. Never moves the clock.
 
+        A ``loop.stop()`` from a callback ends it early, as it ends ``run_forever``.
         Raises :class:`BudgetExceeded` if more than ``max_steps`` callbacks run (``None``: no
         limit), ``RuntimeError`` if the loop is running or closed.
         """
@@ -212,6 +213,15 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def _q_executor_job_done(self, _future: Any) -> None:
         self._q_executor_jobs(-1)
 
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        """As asyncio's; the joining thread counts as an executor job, so on the virtual clock
+        its timeout (3.12+) does not fire before the executor had a chance to finish."""
+        self._q_executor_jobs(1)
+        try:
+            await super().shutdown_default_executor(*args, **kwargs)
+        finally:
+            self._q_executor_jobs(-1)
+
     # -- hooks called by the Rust core -------------------------------------------------------
 
     def _q_poll(self, timeout: float) -> None:
@@ -289,7 +299,10 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if tasks:
             body = f"{len(tasks)} pending task(s), each waiting for something that cannot happen:"
         else:
-            body = "No task is pending: run_forever() would wait forever."
+            body = (
+                "No task is pending: nothing can complete the awaited future or stop the loop, "
+                "so it would wait forever."
+            )
         return Deadlock(f"{header}\n{body}\n\n{describe_pending_tasks(tasks)}", tasks)
 
     def _q_budget_exceeded(self) -> None:

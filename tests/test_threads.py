@@ -1,0 +1,229 @@
+"""Threads: ``call_soon_threadsafe``, ``run_in_executor`` and friends."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from typing import Callable, List, Tuple
+
+import pytest
+
+import quiesce
+
+
+@pytest.fixture(params=["virtual", "real"])
+def clock(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_call_soon_threadsafe_wakes_run_until_complete(
+    make_loop: Callable[..., quiesce.Loop], clock: str
+) -> None:
+    loop = make_loop(clock=clock)
+    go = threading.Event()
+
+    async def main() -> Tuple[str, str]:
+        fut = loop.create_future()
+        names: List[str] = []
+
+        def worker() -> None:
+            go.wait()
+            loop.call_soon_threadsafe(fut.set_result, "from thread")
+            names.append(threading.current_thread().name)
+
+        thread = threading.Thread(target=worker, name="helper")
+        thread.start()
+        loop.call_soon(go.set)  # only once the main task is waiting
+        try:
+            return await fut, threading.current_thread().name
+        finally:
+            thread.join()
+            assert names == ["helper"]
+
+    result, ran_in = loop.run_until_complete(main())
+    assert result == "from thread"
+    assert ran_in == threading.main_thread().name
+
+
+def test_callback_runs_on_the_loop_thread(loop: quiesce.Loop) -> None:
+    seen: List[str] = []
+    thread = threading.Thread(
+        target=lambda: loop.call_soon_threadsafe(
+            lambda: seen.append(threading.current_thread().name)
+        )
+    )
+    thread.start()
+    thread.join()
+    loop.run_until_blocked()
+    assert seen == [threading.current_thread().name]
+
+
+def test_call_soon_threadsafe_returns_a_cancellable_handle(loop: quiesce.Loop) -> None:
+    ran: List[str] = []
+    handles: List[quiesce.Handle] = []
+    thread = threading.Thread(
+        target=lambda: handles.append(loop.call_soon_threadsafe(ran.append, "x"))
+    )
+    thread.start()
+    thread.join()
+    (handle,) = handles
+    assert isinstance(handle, quiesce.Handle)
+    handle.cancel()
+    loop.run_until_blocked()
+    assert ran == []
+
+
+def test_threadsafe_callbacks_keep_order(loop: quiesce.Loop) -> None:
+    ran: List[int] = []
+
+    def worker() -> None:
+        for i in range(100):
+            loop.call_soon_threadsafe(ran.append, i)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    loop.run_until_blocked()
+    assert ran == list(range(100))
+
+
+def test_run_in_executor_default(make_loop: Callable[..., quiesce.Loop], clock: str) -> None:
+    loop = make_loop(clock=clock)
+
+    def work(a: int, b: int) -> Tuple[int, str]:
+        return a * b, threading.current_thread().name
+
+    async def main() -> Tuple[int, str]:
+        return await asyncio.get_running_loop().run_in_executor(None, work, 6, 7)
+
+    value, thread_name = loop.run_until_complete(main())
+    assert value == 42
+    assert thread_name != threading.current_thread().name
+
+
+def test_run_in_executor_custom_executor(loop: quiesce.Loop) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+
+        async def main() -> List[int]:
+            running = asyncio.get_running_loop()
+            return list(
+                await asyncio.gather(*(running.run_in_executor(pool, pow, i, 2) for i in range(8)))
+            )
+
+        assert loop.run_until_complete(main()) == [i * i for i in range(8)]
+
+
+def test_run_in_executor_exception_propagates(loop: quiesce.Loop) -> None:
+    def fail() -> None:
+        raise LookupError("from the executor")
+
+    with pytest.raises(LookupError, match="from the executor"):
+        loop.run_until_complete(loop.run_in_executor(None, fail))
+
+
+def test_executor_job_holds_back_the_virtual_clock(loop: quiesce.Loop) -> None:
+    """While an executor job is in flight the virtual clock must not jump to a timeout that
+    the job would beat in real time."""
+    go = threading.Event()
+
+    def job() -> str:
+        go.wait()
+        return "job"
+
+    async def main() -> str:
+        fut = asyncio.get_running_loop().run_in_executor(None, job)
+        asyncio.get_running_loop().call_soon(go.set)
+        return await asyncio.wait_for(fut, timeout=1000)
+
+    assert loop.run_until_complete(main()) == "job"
+    assert loop.time() < 1000
+
+
+def test_to_thread(loop: quiesce.Loop) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def main() -> Tuple[str, str]:
+        var.set("propagated")
+        return await asyncio.to_thread(lambda: (var.get(), threading.current_thread().name))
+
+    value, name = loop.run_until_complete(main())
+    assert value == "propagated"
+    assert name != threading.current_thread().name
+
+
+def test_run_coroutine_threadsafe(make_loop: Callable[..., quiesce.Loop], clock: str) -> None:
+    loop = make_loop(clock=clock)
+    go = threading.Event()
+    results: List[int] = []
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def main() -> int:
+        done = loop.create_future()
+
+        def worker() -> None:
+            go.wait()
+            future = asyncio.run_coroutine_threadsafe(double(21), loop)
+            results.append(future.result())  # blocks this thread until the loop ran it
+            loop.call_soon_threadsafe(done.set_result, None)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        loop.call_soon(go.set)
+        try:
+            await done
+        finally:
+            thread.join()
+        return results[0]
+
+    assert loop.run_until_complete(main()) == 42
+
+
+def test_seeded_loop_with_executor(make_loop: Callable[..., quiesce.Loop]) -> None:
+    loop = make_loop(seed=123)
+
+    async def main() -> List[int]:
+        running = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(*(running.run_in_executor(None, abs, -i) for i in range(6)))
+        )
+
+    assert loop.run_until_complete(main()) == list(range(6))
+
+
+def test_shutdown_default_executor(loop: quiesce.Loop) -> None:
+    loop.run_until_complete(loop.run_in_executor(None, int, "5"))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    # no executor threads are left behind that the loop would have to wait for
+    workers = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    assert all(not t.name.startswith("asyncio_") for t in workers), workers
+
+
+def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
+    loop: quiesce.Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another live thread could still call ``call_soon_threadsafe``, so the loop waits for it
+    (a grace period, shortened here) before reporting the deadlock, naming the thread."""
+    import time
+
+    import quiesce._loop
+
+    monkeypatch.setattr(quiesce._loop, "THREAD_GRACE_SECONDS", 0.2)
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, name="idle-helper")
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(quiesce.Deadlock) as excinfo:
+            loop.run_until_complete(asyncio.Event().wait())
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join()
+    assert waited >= 0.2
+    assert waited < 10
+    assert "idle-helper" in str(excinfo.value)
