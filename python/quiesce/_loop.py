@@ -165,11 +165,19 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             )
 
     def _q_drive(self, method: str, mode: str, max_steps: Optional[int]) -> int:
-        self._q_check_drivable(method)
         if max_steps is not None and (
             isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
         ):
             raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
+        if (
+            self._thread_id is None
+            and not self._closed
+            and asyncio._get_running_loop() is None
+            and self._q_settled()
+        ):
+            # Already blocked: answer in O(1) without entering run_forever.
+            return 0
+        self._q_check_drivable(method)
         self._q_set_mode(mode, max_steps)
         try:
             self.run_forever()

@@ -34,8 +34,9 @@ impl TimerId {
 
 struct Slot<T> {
     generation: u32,
-    /// `None` once the timer fired or was cancelled.
-    payload: Option<(f64, T)>,
+    /// `None` once the timer fired or was cancelled. The deadline lives only in the heap entry:
+    /// one pending timer costs one heap entry and one slot, nothing more.
+    payload: Option<T>,
 }
 
 /// A heap entry; `BinaryHeap` is a max-heap, so `Ord` is reversed to pop the earliest first.
@@ -109,12 +110,12 @@ impl<T> TimerQueue<T> {
         debug_assert!(!when.is_nan(), "timer deadline is NaN");
         let slot = match self.free_slots.pop() {
             Some(slot) => {
-                self.slots[slot as usize].payload = Some((when, payload));
+                self.slots[slot as usize].payload = Some(payload);
                 slot
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).expect("more than 2^32 live timers");
-                self.slots.push(Slot { generation: 0, payload: Some((when, payload)) });
+                self.slots.push(Slot { generation: 0, payload: Some(payload) });
                 slot
             }
         };
@@ -133,7 +134,7 @@ impl<T> TimerQueue<T> {
         if slot.generation != id.generation {
             return None;
         }
-        let (_, payload) = slot.payload.take()?;
+        let payload = slot.payload.take()?;
         self.release_slot(id.slot);
         self.maybe_sweep();
         Some(payload)
@@ -162,7 +163,7 @@ impl<T> TimerQueue<T> {
         self.heap.pop();
         let fired = self.slots[top.slot as usize].payload.take();
         self.release_slot(top.slot);
-        fired
+        fired.map(|payload| (top.when, payload))
     }
 
     /// Removes every timer and returns the payloads, earliest first. Ids issued before stay
@@ -173,8 +174,8 @@ impl<T> TimerQueue<T> {
         let mut out = Vec::with_capacity(self.live);
         for entry in entries {
             if self.is_live(&entry) {
-                if let Some(fired) = self.slots[entry.slot as usize].payload.take() {
-                    out.push(fired);
+                if let Some(payload) = self.slots[entry.slot as usize].payload.take() {
+                    out.push((entry.when, payload));
                 }
                 self.release_slot(entry.slot);
             }
@@ -183,9 +184,9 @@ impl<T> TimerQueue<T> {
         out
     }
 
-    /// Pending timers in no particular order, without removing them.
-    pub fn iter(&self) -> impl Iterator<Item = (f64, &T)> + '_ {
-        self.slots.iter().filter_map(|slot| slot.payload.as_ref().map(|(when, payload)| (*when, payload)))
+    /// Pending timers' payloads in no particular order, without removing them.
+    pub fn payloads(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slots.iter().filter_map(|slot| slot.payload.as_ref())
     }
 
     /// Pending timers in firing order, without removing them.
@@ -194,7 +195,7 @@ impl<T> TimerQueue<T> {
         entries.sort_by(|a, b| b.cmp(a));
         entries
             .iter()
-            .filter_map(|e| self.slots[e.slot as usize].payload.as_ref().map(|(when, payload)| (*when, payload)))
+            .filter_map(|e| self.slots[e.slot as usize].payload.as_ref().map(|payload| (e.when, payload)))
             .collect()
     }
 

@@ -30,27 +30,18 @@ use quiesce_core::{
 use crate::gil_cell::GilCell;
 use crate::handle::{Args, Handle, TimerHandle};
 
-/// An entry of the ready queue or the timer queue.
-pub enum Ready {
-    /// Made by our own `call_soon` / `call_at`.
-    Native(Py<Handle>),
-    /// An `asyncio.Handle` that asyncio's own code handed to `_add_callback` (I/O callbacks).
-    Foreign(Py<PyAny>),
-}
+/// An entry of the ready queue or the timer queue: one of our `Handle`s (made by `call_soon`
+/// or `call_at`), or an `asyncio.Handle` that asyncio's own code handed to `_add_callback`
+/// (I/O callbacks). One pointer, told apart by type when it runs.
+pub struct Ready(Py<PyAny>);
 
 impl Ready {
     fn object(&self, py: Python<'_>) -> Py<PyAny> {
-        match self {
-            Ready::Native(handle) => handle.clone_ref(py).into_any(),
-            Ready::Foreign(handle) => handle.clone_ref(py),
-        }
+        self.0.clone_ref(py)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Ready::Native(handle) => visit.call(handle),
-            Ready::Foreign(handle) => visit.call(handle),
-        }
+        visit.call(&self.0)
     }
 }
 
@@ -150,7 +141,7 @@ fn lane_for(callback: &Bound<'_, PyAny>, args: &Args, explicit_context: bool) ->
     // A future schedules its done-callbacks when it completes, each with the future as the one
     // argument and always with `context=`; a plain `call_soon(f, fut)` from user code has no
     // context and stays in the plain lane.
-    if let (true, Some(first)) = (explicit_context, args.first()) {
+    if let (true, Some(first)) = (explicit_context, args.single()) {
         let first = first.bind(py);
         if first.is_instance(future_types(py)?)? && first.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(first.as_ptr() as LaneKey);
@@ -297,7 +288,7 @@ impl CoreLoop {
         let (handle, lane) = self.new_handle(slf, callback, args, context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
         let timer = Bound::new(py, init)?;
-        let entry = Ready::Native(timer.clone().into_super().unbind());
+        let entry = Ready(timer.clone().into_any().unbind());
         let id = self.with(py, |s| s.scheduler.schedule(when, lane, entry))?;
         timer.get().set_timer_id(id);
         Ok(timer.unbind())
@@ -367,21 +358,17 @@ impl CoreLoop {
     }
 
     fn dispatch(py: Python<'_>, entry: &Ready) -> PyResult<bool> {
-        match entry {
-            Ready::Native(handle) => {
-                let handle = handle.bind(py);
-                if handle.get().is_cancelled() {
-                    return Ok(false);
-                }
-                Handle::run(handle)?;
+        let object = entry.0.bind(py);
+        if let Ok(handle) = object.cast::<Handle>() {
+            if handle.get().is_cancelled() {
+                return Ok(false);
             }
-            Ready::Foreign(handle) => {
-                let handle = handle.bind(py);
-                if handle.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
-                    return Ok(false);
-                }
-                handle.call_method0(intern!(py, "_run"))?;
+            Handle::run(handle)?;
+        } else {
+            if object.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
+                return Ok(false);
             }
+            object.call_method0(intern!(py, "_run"))?;
         }
         Ok(true)
     }
@@ -468,7 +455,7 @@ impl CoreLoop {
         this.check_schedulable(slf, callback, "call_soon")?;
         let (handle, lane) = this.new_handle(slf, callback, args, context)?;
         let handle = Py::new(py, handle)?;
-        let entry = Ready::Native(handle.clone_ref(py));
+        let entry = Ready(handle.clone_ref(py).into_any());
         this.with(py, |s| s.scheduler.push_ready(lane, entry))?;
         Ok(handle)
     }
@@ -489,7 +476,7 @@ impl CoreLoop {
         this.inbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((lane, Ready::Native(handle.clone_ref(py))));
+            .push((lane, Ready(handle.clone_ref(py).into_any())));
         this.inbox_pending.store(true, Ordering::Release);
         if this.waiting.load(Ordering::Acquire) {
             slf.call_method0(intern!(py, "_write_to_self"))?;
@@ -531,7 +518,7 @@ impl CoreLoop {
         if handle.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
             return Ok(());
         }
-        let entry = Ready::Foreign(handle.clone().unbind());
+        let entry = Ready(handle.clone().unbind());
         slf.get().with(py, |s| s.scheduler.push_ready(PLAIN_LANE, entry))
     }
 
@@ -645,6 +632,20 @@ impl CoreLoop {
         })
     }
 
+    /// Whether settling would run nothing: no thread-safe work queued, nothing ready, no timer
+    /// due, and no file descriptor or signal to poll. O(1) whatever the number of tasks.
+    fn _q_settled(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.inbox_pending.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let (fds, signals) = self.watched(py)?;
+        if fds > 0 || signals {
+            return Ok(false);
+        }
+        let now = self.now(py)?;
+        self.with(py, |s| s.scheduler.ready().is_empty() && !s.has_due(now))
+    }
+
     /// Callbacks run since the mode was last set.
     fn _q_ran(&self, py: Python<'_>) -> PyResult<u64> {
         self.with(py, |s| s.ran)
@@ -743,7 +744,7 @@ impl CoreLoop {
             for entry in state.scheduler.ready().iter() {
                 entry.traverse(&visit)?;
             }
-            for (_, (_, entry)) in state.scheduler.timers().iter() {
+            for (_, entry) in state.scheduler.timers().payloads() {
                 entry.traverse(&visit)?;
             }
             visit.call(&state.fd_map)?;

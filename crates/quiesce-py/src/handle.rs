@@ -17,42 +17,26 @@ use quiesce_core::TimerId;
 use crate::core_loop::CoreLoop;
 
 /// Positional arguments, specialised so the common 0- and 1-argument calls build no tuple.
-pub enum Args {
-    Zero,
-    One(Py<PyAny>),
-    Many(Py<PyTuple>),
+/// Kept as one optional pointer plus a flag (not an enum) so that a handle, and so a pending
+/// timer, stays as small as stock asyncio's.
+pub struct Args {
+    /// `None`: no arguments; else the one argument, or (when `spread`) a tuple of them.
+    value: Option<Py<PyAny>>,
+    spread: bool,
 }
 
 impl Args {
     pub fn from_tuple(args: &Bound<'_, PyTuple>) -> Self {
         match args.len() {
-            0 => Args::Zero,
-            1 => Args::One(args.get_item(0).expect("length checked").unbind()),
-            _ => Args::Many(args.clone().unbind()),
+            0 => Args { value: None, spread: false },
+            1 => Args { value: Some(args.get_item(0).expect("length checked").unbind()), spread: false },
+            _ => Args { value: Some(args.clone().into_any().unbind()), spread: true },
         }
     }
 
-    pub fn first(&self) -> Option<&Py<PyAny>> {
-        match self {
-            Args::One(arg) => Some(arg),
-            _ => None,
-        }
-    }
-
-    fn to_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        match self {
-            Args::Zero => Ok(PyTuple::empty(py)),
-            Args::One(arg) => PyTuple::new(py, [arg.bind(py)]),
-            Args::Many(tuple) => Ok(tuple.bind(py).clone()),
-        }
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Args::Zero => Ok(()),
-            Args::One(arg) => visit.call(arg),
-            Args::Many(tuple) => visit.call(tuple),
-        }
+    /// The one argument, if there is exactly one.
+    pub fn single(&self) -> Option<&Py<PyAny>> {
+        self.value.as_ref().filter(|_| !self.spread)
     }
 }
 
@@ -60,7 +44,9 @@ impl Args {
 #[pyclass(module = "quiesce._core", name = "Handle", frozen, subclass, weakref)]
 pub struct Handle {
     callback: Py<PyAny>,
-    args: Args,
+    /// See [`Args`]; stored flat so the flag shares padding with `cancelled`.
+    args: Option<Py<PyAny>>,
+    args_spread: bool,
     context: Py<PyAny>,
     event_loop: Py<CoreLoop>,
     cancelled: AtomicBool,
@@ -68,7 +54,14 @@ pub struct Handle {
 
 impl Handle {
     pub fn new(callback: Py<PyAny>, args: Args, context: Py<PyAny>, event_loop: Py<CoreLoop>) -> Self {
-        Self { callback, args, context, event_loop, cancelled: AtomicBool::new(false) }
+        Self {
+            callback,
+            args: args.value,
+            args_spread: args.spread,
+            context,
+            event_loop,
+            cancelled: AtomicBool::new(false),
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -79,8 +72,12 @@ impl Handle {
         &self.callback
     }
 
-    pub fn args(&self) -> &Args {
-        &self.args
+    fn args_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match (&self.args, self.args_spread) {
+            (None, _) => Ok(PyTuple::empty(py)),
+            (Some(arg), false) => PyTuple::new(py, [arg.bind(py)]),
+            (Some(tuple), true) => Ok(tuple.bind(py).cast::<PyTuple>()?.clone()),
+        }
     }
 
     /// Calls the callback inside its context. Errors other than `SystemExit` and
@@ -113,10 +110,11 @@ impl Handle {
             if ffi::PyContext_Enter(ctx) < 0 {
                 return Err(PyErr::fetch(py));
             }
-            let result = match &self.args {
-                Args::Zero => ffi::PyObject_CallNoArgs(self.callback.as_ptr()),
-                Args::One(arg) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
-                Args::Many(tuple) => ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut()),
+            let result = match (&self.args, self.args_spread) {
+                (None, _) => ffi::PyObject_CallNoArgs(self.callback.as_ptr()),
+                (Some(arg), false) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
+                // `args_spread` is only set for a tuple (see `Args::from_tuple`).
+                (Some(tuple), true) => ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut()),
             };
             let outcome = if result.is_null() {
                 Err(PyErr::fetch(py))
@@ -139,16 +137,9 @@ impl Handle {
     fn call_in_context(&self, py: Python<'_>) -> PyResult<()> {
         let run = pyo3::intern!(py, "run");
         let context = self.context.bind(py);
-        match &self.args {
-            Args::Zero => context.call_method1(run, (self.callback.bind(py),)),
-            Args::One(arg) => context.call_method1(run, (self.callback.bind(py), arg.bind(py))),
-            Args::Many(tuple) => {
-                let mut items = vec![self.callback.bind(py).clone()];
-                items.extend(tuple.bind(py).iter());
-                context.call_method1(run, PyTuple::new(py, items)?)
-            }
-        }
-        .map(drop)
+        let mut items = vec![self.callback.bind(py).clone()];
+        items.extend(self.args_tuple(py)?.iter());
+        context.call_method1(run, PyTuple::new(py, items)?).map(drop)
     }
 
     fn info(&self, py: Python<'_>, class_name: &str, when: Option<f64>) -> PyResult<String> {
@@ -161,7 +152,7 @@ impl Handle {
         }
         if !self.is_cancelled() {
             let format_source = format_callback_source(py)?;
-            let source = format_source.call1((self.callback.bind(py), self.args.to_tuple(py)?))?;
+            let source = format_source.call1((self.callback.bind(py), self.args_tuple(py)?))?;
             info.push(source.extract::<String>()?);
         }
         Ok(format!("<{}>", info.join(" ")))
@@ -213,7 +204,7 @@ impl Handle {
         if self.is_cancelled() {
             return Ok(None);
         }
-        self.args.to_tuple(py).map(Some)
+        self.args_tuple(py).map(Some)
     }
 
     #[getter]
@@ -244,7 +235,7 @@ impl Handle {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.callback)?;
-        self.args.traverse(&visit)?;
+        visit.call(&self.args)?;
         visit.call(&self.context)?;
         visit.call(&self.event_loop)
     }
