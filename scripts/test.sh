@@ -1,50 +1,21 @@
 #!/usr/bin/env bash
-# Builds quiesce and runs every test: Rust lint and tests, Python lint, then the pytest suite on
-# every CPython 3.9-3.13 found on this machine (one wheel per interpreter, each in its own venv).
+# Builds quiesce and runs every test: Rust lint and tests, Python lint, the pytest suite on
+# every CPython 3.9-3.13 found on this machine (one wheel per interpreter, each in its own venv),
+# then the fast subset of the test_asyncio conformance run on the oldest and newest of them.
 #
-#   bash scripts/test.sh                 # everything
+#   bash scripts/test.sh                              # everything
 #   QUIESCE_PYTHONS="3.9 3.13" bash scripts/test.sh   # a subset of interpreters
+#   QUIESCE_CONFORMANCE=0 bash scripts/test.sh        # without the conformance subset
 #
 # Tools (maturin, ruff, pytest) are installed at pinned versions into .venvs/; nothing global.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-MATURIN_VERSION=1.16.0
-RUFF_VERSION=0.17.6
-PYTEST_VERSION=8.3.5
-wanted=${QUIESCE_PYTHONS:-"3.9 3.10 3.11 3.12 3.13"}
-required=${QUIESCE_REQUIRED_PYTHONS:-"3.9 3.13"}
-
-find_python() {  # newest patch release of CPython $1: pyenv first, then PATH
-    local minor=$1 candidate
-    if command -v pyenv >/dev/null 2>&1; then
-        candidate=$(ls -d "$(pyenv root)/versions/$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
-        [ -n "$candidate" ] && { echo "$candidate"; return; }
-    fi
-    command -v "python$minor" 2>/dev/null || true
-}
-
-pythons=()
-for minor in $wanted; do
-    py=$(find_python "$minor")
-    if [ -n "$py" ]; then
-        pythons+=("$py")
-    elif [[ " $required " == *" $minor "* ]]; then
-        echo "error: CPython $minor is required but was not found (pyenv or python$minor on PATH)" >&2
-        exit 1
-    else
-        echo "note: CPython $minor not found; skipping it"
-    fi
-done
-
-host_python=$(find_python 3.11); host_python=${host_python:-$(command -v python3)}
-tools=.venvs/tools
-if [ ! -x "$tools/bin/maturin" ] || ! "$tools/bin/maturin" --version | grep -q "$MATURIN_VERSION" \
-    || ! "$tools/bin/ruff" --version 2>/dev/null | grep -q "$RUFF_VERSION"; then
-    "$host_python" -m venv "$tools"
-    "$tools/bin/pip" install -q "maturin==$MATURIN_VERSION" "ruff==$RUFF_VERSION"
-fi
+find_pythons "${QUIESCE_PYTHONS:-"3.9 3.10 3.11 3.12 3.13"}" "${QUIESCE_REQUIRED_PYTHONS:-"3.9 3.13"}"
+ensure_tools
 
 echo "== Rust: format, clippy, core tests"
 cargo fmt --all -- --check
@@ -52,24 +23,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test -p quiesce-core --locked
 
 echo "== Python: ruff"
-"$tools/bin/ruff" format --check python tests benches
-"$tools/bin/ruff" check python tests benches
+"$tools/bin/ruff" format --check python tests benches conformance
+"$tools/bin/ruff" check python tests benches conformance
 
 echo "== Build one wheel per interpreter"
-rm -rf dist
-interpreter_args=()
-for py in "${pythons[@]}"; do interpreter_args+=(-i "$py"); done
-"$tools/bin/maturin" build --release --locked -o dist "${interpreter_args[@]}"
+build_wheels "${pythons[@]}"
 
 passed=0; failed=0; skipped=0
+venvs=()
 for py in "${pythons[@]}"; do
-    tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-    venv=.venvs/$tag
+    venv=$(venv_with_wheel "$py")
+    venvs+=("$venv")
     echo "== pytest on $("$py" --version) ($venv)"
-    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-    "$venv/bin/pip" install -q "pytest==$PYTEST_VERSION"
-    "$venv/bin/pip" install -q --force-reinstall --no-deps dist/quiesce-*-"$tag"-*.whl
-    report="$root/.venvs/$tag-junit.xml"
+    report="$root/$venv-junit.xml"
     set +e
     # Run from tests/ with importlib mode so `quiesce` comes from the installed wheel, never
     # from the source tree.
@@ -90,5 +56,27 @@ PY
     if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 done
 
+conformance_status=0
+if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
+    # Oldest and newest interpreter: stock vs quiesce (both clocks) and the self-check.
+    ends=("${venvs[0]}")
+    [ "${#venvs[@]}" -gt 1 ] && ends+=("${venvs[${#venvs[@]}-1]}")
+    args=()
+    for venv in "${ends[@]}"; do args+=(--python "$venv/bin/python"); done
+    echo "== test_asyncio conformance, fast subset (${ends[*]})"
+    set +e
+    "${venvs[0]}/bin/python" conformance/run.py --fast --mode all --jobs 2 \
+        --out "$root/.venvs/conformance-fast" --write "$root/.venvs/conformance-fast.md" "${args[@]}"
+    conformance_status=$?
+    set -e
+fi
+
 echo "quiesce: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
+    if [ "$conformance_status" -eq 0 ]; then
+        echo "conformance (fast subset): ok, see .venvs/conformance-fast.md"
+    else
+        echo "conformance (fast subset): FAILED, see the CHECK FAILED lines above and .venvs/conformance-fast.md"
+    fi
+fi
+[ "$failed" -eq 0 ] && [ "$conformance_status" -eq 0 ]

@@ -89,6 +89,50 @@ def test_threadsafe_callbacks_keep_order(loop: quiesce.Loop) -> None:
     assert ran == list(range(100))
 
 
+def test_threadsafe_and_plain_call_soon_share_one_fifo(
+    make_loop: Callable[..., quiesce.Loop], clock: str
+) -> None:
+    # Stock asyncio appends both to one deque: a call_soon made after a call_soon_threadsafe
+    # runs after it, from the loop's own thread and from another one.
+    loop = make_loop(clock=clock)
+    order: List[str] = []
+    loop.call_soon_threadsafe(order.append, "threadsafe, same thread")
+    loop.call_soon(order.append, "call_soon")
+    thread = threading.Thread(target=loop.call_soon_threadsafe, args=(order.append, "thread"))
+    thread.start()
+    thread.join()
+    loop.call_soon(order.append, "call_soon after the thread")
+    loop.run_until_blocked()
+    assert order == [
+        "threadsafe, same thread",
+        "call_soon",
+        "thread",
+        "call_soon after the thread",
+    ]
+
+
+def test_thread_that_posts_and_exits_never_reads_as_a_deadlock(
+    monkeypatch: pytest.MonkeyPatch, make_loop: Callable[..., quiesce.Loop], clock: str
+) -> None:
+    # Regression: the idle turn checked for queued work, then listed the live threads; a
+    # thread that posted and exited in between made it raise Deadlock with work queued. The
+    # window is made certain here: the "thread" posts while the threads are being listed.
+    loop = make_loop(clock=clock)
+    future = loop.create_future()
+    listed = loop._q_live_threads
+
+    def post_then_list() -> List[threading.Thread]:
+        poster = threading.Thread(
+            target=loop.call_soon_threadsafe, args=(future.set_result, "posted")
+        )
+        poster.start()
+        poster.join()
+        return listed()
+
+    monkeypatch.setattr(loop, "_q_live_threads", post_then_list)
+    assert loop.run_until_complete(future) == "posted"
+
+
 def test_run_in_executor_default(make_loop: Callable[..., quiesce.Loop], clock: str) -> None:
     loop = make_loop(clock=clock)
 

@@ -242,8 +242,8 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         limit = _MAX_SELECT_TIMEOUT if timeout is None else min(timeout, _MAX_SELECT_TIMEOUT)
         self._q_set_waiting(True)
         try:
-            if self._q_inbox_pending():
-                limit = 0.0
+            if self._q_has_ready():
+                limit = 0.0  # queued by another thread before we marked ourselves waiting
             started = time.monotonic()
             events = self._selector.select(limit)
             waited = time.monotonic() - started
@@ -251,7 +251,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self._q_set_waiting(False)
         self._process_events(events)
         if self._q_clock == "virtual" and timeout is not None and waited >= timeout:
-            if not events and not self._q_inbox_pending():
+            if not events and not self._q_has_ready():
                 deadline = self._q_next_deadline()
                 if deadline is not None:
                     self._q_move_clock(deadline)
@@ -275,6 +275,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         are alive they might still call ``call_soon_threadsafe``: wait a little (up to a grace
         period without progress); otherwise raise :class:`Deadlock`."""
         threads = self._q_live_threads()
+        if self._q_has_ready():
+            # A thread queued work (call_soon_threadsafe) and maybe exited while we looked.
+            return
         if threads:
             ran = self._q_stats()["total_ran"]
             now = time.monotonic()

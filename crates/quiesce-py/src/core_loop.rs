@@ -11,7 +11,6 @@
 //! `_q_callback_error` (format and forward a callback's exception to the handler).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 #[cfg(not(feature = "abi3"))]
@@ -86,9 +85,6 @@ impl State {
 #[pyclass(module = "quiesce._core", name = "CoreLoop", frozen, subclass)]
 pub struct CoreLoop {
     state: GilCell<State>,
-    /// `call_soon_threadsafe` entries from any thread, merged at the start of each turn.
-    inbox: Mutex<Vec<(LaneKey, Ready)>>,
-    inbox_pending: AtomicBool,
     /// The loop is (about to be) blocked in the selector: other threads must wake it.
     waiting: AtomicBool,
     uses_lanes: AtomicBool,
@@ -301,18 +297,6 @@ impl CoreLoop {
         Ok(())
     }
 
-    fn merge_inbox(&self, py: Python<'_>) -> PyResult<()> {
-        if !self.inbox_pending.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let entries = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        self.with(py, |s| {
-            for (lane, entry) in entries {
-                s.scheduler.push_ready(lane, entry);
-            }
-        })
-    }
-
     /// Number of watched file descriptors besides the loop's own self-pipe, and whether signal
     /// handlers are installed.
     fn watched(&self, py: Python<'_>) -> PyResult<(usize, bool)> {
@@ -323,14 +307,11 @@ impl CoreLoop {
         })
     }
 
-    /// Is outside activity in flight that will make a callback runnable (thread-safe work
-    /// queued, executor jobs running, file descriptors or signals watched)? Other live threads
-    /// are not counted here: they cannot stop the virtual clock, and only `_q_deadlock` waits
-    /// for them before reporting.
+    /// Is outside activity in flight that will make a callback runnable (executor jobs
+    /// running, file descriptors or signals watched)? Other live threads are not counted here:
+    /// they cannot stop the virtual clock, and only `_q_deadlock` waits for them before
+    /// reporting. (Thread-safe work needs no count: it lands in the ready queue at once.)
     fn external_activity(&self, py: Python<'_>) -> PyResult<bool> {
-        if self.inbox_pending.load(Ordering::Acquire) {
-            return Ok(true);
-        }
         let (fds, signals) = self.watched(py)?;
         let jobs = self.with(py, |s| s.executor_jobs)?;
         Ok(fds > 0 || signals || jobs > 0)
@@ -391,8 +372,6 @@ impl CoreLoop {
                 fd_map: None,
                 signal_handlers: None,
             }),
-            inbox: Mutex::new(Vec::new()),
-            inbox_pending: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
             uses_lanes: AtomicBool::new(false),
             real_clock: AtomicBool::new(false),
@@ -461,6 +440,10 @@ impl CoreLoop {
     }
 
     /// Like `call_soon`, callable from any thread; wakes the loop if it is waiting.
+    ///
+    /// The entry goes straight into the ready queue, as stock asyncio appends to `_ready`, so
+    /// it keeps its FIFO place against `call_soon` from the loop's thread. That is sound from
+    /// any thread: every access to the scheduler state holds the GIL (see `GilCell`).
     #[pyo3(signature = (callback, *args, context = None))]
     fn call_soon_threadsafe(
         slf: &Bound<'_, Self>,
@@ -473,11 +456,8 @@ impl CoreLoop {
         this.check_schedulable(slf, callback, "call_soon_threadsafe")?;
         let (handle, lane) = this.new_handle(slf, callback, args, context)?;
         let handle = Py::new(py, handle)?;
-        this.inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((lane, Ready(handle.clone_ref(py).into_any())));
-        this.inbox_pending.store(true, Ordering::Release);
+        let entry = Ready(handle.clone_ref(py).into_any());
+        this.with(py, |s| s.scheduler.push_ready(lane, entry))?;
         if this.waiting.load(Ordering::Acquire) {
             slf.call_method0(intern!(py, "_write_to_self"))?;
         }
@@ -560,25 +540,22 @@ impl CoreLoop {
         self.closed.store(value, Ordering::Relaxed);
     }
 
-    /// One turn: merge thread-safe work, poll I/O (or handle an idle turn: return, jump the
+    /// One turn: poll I/O (or handle an idle turn: return, jump the
     /// virtual clock, wait in real time, or report a deadlock), release due timers, then run
     /// the callbacks that were ready at that point (one, in step mode).
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.merge_inbox(py)?;
         let mode = this.with(py, |s| s.mode)?;
         let (fds, signals) = this.watched(py)?;
         if fds > 0 || signals {
             slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
-            this.merge_inbox(py)?;
         }
         let now = this.now(py)?;
         let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
         if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
             this.idle_turn(slf, now)?;
         }
-        this.merge_inbox(py)?;
         let now = this.now(py)?;
         let todo = this.with(py, |s| {
             s.release_due(now);
@@ -632,12 +609,9 @@ impl CoreLoop {
         })
     }
 
-    /// Whether settling would run nothing: no thread-safe work queued, nothing ready, no timer
-    /// due, and no file descriptor or signal to poll. O(1) whatever the number of tasks.
+    /// Whether settling would run nothing: nothing ready, no timer due, and no file
+    /// descriptor or signal to poll. O(1) whatever the number of tasks.
     fn _q_settled(&self, py: Python<'_>) -> PyResult<bool> {
-        if self.inbox_pending.load(Ordering::Acquire) {
-            return Ok(false);
-        }
         let (fds, signals) = self.watched(py)?;
         if fds > 0 || signals {
             return Ok(false);
@@ -680,9 +654,9 @@ impl CoreLoop {
         self.waiting.store(waiting, Ordering::Release);
     }
 
-    /// Whether thread-safe work is waiting to be merged.
-    fn _q_inbox_pending(&self) -> bool {
-        self.inbox_pending.load(Ordering::Acquire)
+    /// Whether a callback is runnable now (queued by any thread).
+    fn _q_has_ready(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| !s.scheduler.ready().is_empty())
     }
 
     /// The runnable handles, in queue order (a snapshot).
@@ -707,11 +681,6 @@ impl CoreLoop {
             other => Err(PyValueError::new_err(format!("unknown queue {other:?}"))),
         })??;
         drop(dropped);
-        if which != "timers" {
-            let inbox = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-            self.inbox_pending.store(false, Ordering::Release);
-            drop(inbox);
-        }
         Ok(())
     }
 
@@ -749,11 +718,6 @@ impl CoreLoop {
             }
             visit.call(&state.fd_map)?;
             visit.call(&state.signal_handlers)?;
-        }
-        if let Ok(inbox) = self.inbox.try_lock() {
-            for (_, entry) in inbox.iter() {
-                entry.traverse(&visit)?;
-            }
         }
         Ok(())
     }

@@ -1,0 +1,79 @@
+"""Triaged differences from stock: tests that pass on the stock loop and fail on quiesce.
+
+Every such test must be listed here, with the reason, or the run fails (see
+:func:`harness.report.check`). Kinds:
+
+- :data:`VIRTUAL_TIME`: the test measures real time around a sleep or a timeout, or drives
+  ``test_utils.TestLoop``'s scripted clock; on the virtual clock that is a deliberate
+  difference (README, "Differences from stock asyncio").
+- :data:`DOCUMENTED`: another documented, deliberate difference.
+- :data:`BUG`: a quiesce bug, kept here only until it is fixed (the run fails while any is
+  listed and still failing).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import List, NamedTuple, Optional, Tuple
+
+VIRTUAL_TIME = "virtual time"
+DOCUMENTED = "documented difference"
+BUG = "quiesce bug"
+
+
+class Triage(NamedTuple):
+    """Why a test that passes on stock fails on quiesce. ``hangs``: the test never ends in
+    that mode by design, so the harness does not start it (it is reported as a hang)."""
+
+    kind: str
+    why: str
+    hangs: bool = False
+
+
+#: ``(modes, python versions glob, test id glob, triage)``. ``modes`` is a tuple of "real" /
+#: "virtual"; the version glob matches ``platform.python_version()`` (e.g. ``"3.9.*"``).
+EXPECTED: List[Tuple[Tuple[str, ...], str, str, Triage]] = [
+    (
+        ("real", "virtual"),
+        "*",
+        "test_tasks.*.test_stop_while_run_in_complete",
+        Triage(
+            VIRTUAL_TIME,
+            "a test_utils.TestLoop test (its substitute is a virtual-clock quiesce.Loop in "
+            "both modes): asserts loop.time() == 0.3 after loop.stop() at t=0.2. TestLoop "
+            "moves its scripted clock to the next timer as soon as one is scheduled, even when "
+            "the loop then stops; quiesce's virtual clock, like a real one, stays at 0.2 until "
+            "the loop runs again",
+        ),
+    ),
+    (
+        ("virtual",),
+        "*",
+        "test_runners.RunnerTests.test_interrupt_call_soon",
+        Triage(
+            VIRTUAL_TIME,
+            "busy-loops on `await asyncio.sleep(0)` until a call_later(0.1) timer interrupts "
+            "it; on the virtual clock time moves only when nothing is runnable, so the timer "
+            "never comes due and the loop spins forever",
+            hangs=True,
+        ),
+    ),
+]
+
+
+def triage(version: str, mode: str, test_id: str) -> Optional[Triage]:
+    """The triage of a test that passes on stock and fails in ``mode``, if any."""
+    for modes, version_glob, pattern, result in EXPECTED:
+        if (
+            mode in modes
+            and fnmatch.fnmatchcase(version, version_glob)
+            and fnmatch.fnmatchcase(test_id, pattern)
+        ):
+            return result
+    return None
+
+
+def known_hang(version: str, mode: str, test_id: str) -> Optional[Triage]:
+    """The triage of a test that hangs by design in ``mode`` (and is not started), if any."""
+    found = triage(version, mode, test_id)
+    return found if found is not None and found.hangs else None
