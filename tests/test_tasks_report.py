@@ -189,8 +189,7 @@ def test_event_wait(loop: asyncio.AbstractEventLoop) -> None:
     assert out[1].endswith(": await event.wait()  # L:consumer-wait")
     assert re.fullmatch(r"    -> asyncio/locks\.py:\d+ in Event\.wait: await fut", out[2])
     assert out[3].startswith("  awaiting: <Future pending")
-    assert "(Event.wait() on <asyncio.locks.Event object at 0x" in out[3]
-    assert "[unset" in out[3]
+    assert "(Event.wait() on `event` (Event, unset))" in out[3]
     assert len(out) == 4
 
 
@@ -212,12 +211,11 @@ def test_lock_held_by_another_task(loop: asyncio.AbstractEventLoop) -> None:
     assert "in contender: async with lock:" in out[1]
     # async with goes through the lock's __aenter__ before reaching Lock.acquire.
     assert re.fullmatch(r"    -> asyncio/locks\.py:\d+ in Lock\.acquire: await fut", out[-2])
-    assert "(Lock.acquire() on <asyncio.locks.Lock object at 0x" in out[-1]
-    assert "[locked" in out[-1]
+    assert "(Lock.acquire() on `lock` (Lock, locked))" in out[-1]
 
     owner_text = describe_task(owner)
     assert f"waits at {at('holder-wait')} in holder: await release.wait()" in owner_text
-    assert "(Event.wait() on <asyncio.locks.Event" in owner_text
+    assert "(Event.wait() on `release` (Event, unset))" in owner_text
 
 
 def test_queue_get_and_put(loop: asyncio.AbstractEventLoop) -> None:
@@ -232,14 +230,12 @@ def test_queue_get_and_put(loop: asyncio.AbstractEventLoop) -> None:
     get_text = describe_task(getter)
     assert f"waits at {at('queue-get')} in queue_getter: return await queue.get()" in get_text
     assert re.search(r"\n    -> asyncio/queues\.py:\d+ in Queue\.get: ", get_text)
-    assert "(Queue.get() on <Queue at 0x" in get_text
-    assert "_getters[1]" in get_text
+    assert "(Queue.get() on `queue` (empty Queue, unbounded))" in get_text
 
     put_text = describe_task(putter)
     assert f"waits at {at('queue-put')} in queue_putter: await queue.put(2)" in put_text
     assert re.search(r"\n    -> asyncio/queues\.py:\d+ in Queue\.put: ", put_text)
-    assert "(Queue.put() on <Queue at 0x" in put_text
-    assert "maxsize=1" in put_text
+    assert "(Queue.put() on `queue` (full Queue, maxsize 1))" in put_text
 
 
 def test_sleep_reports_delay(loop: asyncio.AbstractEventLoop) -> None:
@@ -251,7 +247,9 @@ def test_sleep_reports_delay(loop: asyncio.AbstractEventLoop) -> None:
     assert out[1] == f"  waits at {at('sleep')} in sleeper: await asyncio.sleep(30)  # L:sleep"
     assert re.fullmatch(r"    -> asyncio/tasks\.py:\d+ in sleep: .*await future", out[2])
     assert out[3].startswith("  awaiting: <Future pending")
-    assert out[3].endswith("(asyncio.sleep(30))")
+    due = re.search(r"\(asyncio\.sleep\(30\), due at t=([0-9.e+-]+)\)$", out[3])
+    assert due is not None, out[3]
+    assert 29 < float(due.group(1)) - loop.time() <= 30
 
 
 def test_nested_chain_from_outer_to_innermost(loop: asyncio.AbstractEventLoop) -> None:
@@ -267,7 +265,7 @@ def test_nested_chain_from_outer_to_innermost(loop: asyncio.AbstractEventLoop) -
     assert "in middle: await event.wait()" in out[2]
     assert re.match(r"    -> asyncio/locks\.py:\d+ in Event\.wait: ", out[3])
     assert out[4].startswith("  awaiting: <Future pending")
-    assert "(Event.wait() on <asyncio.locks.Event" in out[4]
+    assert "(Event.wait() on `event` (Event, unset))" in out[4]
     assert len(out) == 5
 
 
@@ -323,10 +321,10 @@ def test_condition_and_semaphore(loop: asyncio.AbstractEventLoop) -> None:
     spin(loop)
     cond_text = describe_task(cond_task)
     assert f"waits at {at('cond-wait')} in cond_waiter: await cond.wait()" in cond_text
-    assert "(Condition.wait() on <asyncio.locks.Condition object at 0x" in cond_text
+    assert "(Condition.wait() on `cond` (Condition))" in cond_text
     sem_text = describe_task(sem_task)
     assert f"waits at {at('sem-acquire')} in sem_waiter: await sem.acquire()" in sem_text
-    assert "(Semaphore.acquire() on <asyncio.locks.Semaphore object at 0x" in sem_text
+    assert "(Semaphore.acquire() on `sem` (Semaphore, locked))" in sem_text
 
 
 def test_async_generator_chain(loop: asyncio.AbstractEventLoop) -> None:
@@ -338,7 +336,7 @@ def test_async_generator_chain(loop: asyncio.AbstractEventLoop) -> None:
     assert out[1] == f"  waits at {frame('agen-for', 'ticker_user')}"
     assert out[2] == f"    -> {at('agen-wait')} in ticker: await event.wait()  # L:agen-wait"
     assert re.match(r"    -> asyncio/locks\.py:\d+ in Event\.wait: ", out[3])
-    assert "(Event.wait() on <asyncio.locks.Event" in out[4]
+    assert "(Event.wait() on `event` (Event, unset))" in out[4]
 
 
 def test_generator_based_coroutine_chain(loop: asyncio.AbstractEventLoop) -> None:
@@ -566,11 +564,11 @@ def test_pending_report_is_sorted_and_skips_done(loop: asyncio.AbstractEventLoop
     # Each block is exactly describe_task's text.
     by_name = {task.get_name(): task for task in created}
     assert blocks[0] == describe_task(by_name["contender"])
-    assert "(Lock.acquire() on <asyncio.locks.Lock" in blocks[0]
+    assert "(Lock.acquire() on `lock` (Lock, locked))" in blocks[0]
     assert "awaiting: Task 'w-10'" in blocks[2]
     assert "awaiting: nothing (runnable)" in blocks[4]
-    assert "(asyncio.sleep(30))" in blocks[5]
-    assert "(Queue.get() on <Queue" in blocks[6]
+    assert "(asyncio.sleep(30), due at t=" in blocks[5]
+    assert "(Queue.get() on `queue` (empty Queue, unbounded))" in blocks[6]
 
 
 def test_same_name_sorted_by_coroutine_then_input_order(loop: asyncio.AbstractEventLoop) -> None:

@@ -248,15 +248,14 @@ def test_shutdown_default_executor(loop: quiesce.Loop) -> None:
 
 
 def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
-    loop: quiesce.Loop, monkeypatch: pytest.MonkeyPatch
+    make_loop: Callable[..., quiesce.Loop],
 ) -> None:
     """Another live thread could still call ``call_soon_threadsafe``, so the loop waits for it
-    (a grace period, shortened here) before reporting the deadlock, naming the thread."""
+    (up to its watchdog, shortened here) before reporting a potential deadlock, naming the
+    thread."""
     import time
 
-    import quiesce._loop
-
-    monkeypatch.setattr(quiesce._loop, "THREAD_GRACE_SECONDS", 0.2)
+    loop = make_loop(watchdog=0.2)
     release = threading.Event()
     thread = threading.Thread(target=release.wait, name="idle-helper")
     thread.start()
@@ -271,3 +270,5 @@ def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
     assert waited >= 0.2
     assert waited < 10
     assert "idle-helper" in str(excinfo.value)
+    assert excinfo.value.kind == "potential deadlock"
+    assert str(excinfo.value).startswith("Potential deadlock at loop time 0.0: nothing has run")

@@ -129,6 +129,21 @@ class StreamingResult(unittest.TestResult):
                 record["reason"] = reason
                 record["traceback"] = tb
 
+    def escaped(self, test: unittest.TestCase, err: Any) -> None:
+        """An exception escaped the test's own ``run()`` after it finished (for example from
+        ``IsolatedAsyncioTestCase``'s loop teardown): record the test as an error."""
+        self.emit(
+            {
+                "event": "result",
+                "id": short_id(test.id()),
+                "status": "error",
+                "reason": "escaped the test's run(): " + _reason(err),
+                "traceback": self._exc_info_to_string(err, test)[-_MAX_TRACEBACK:],
+                "duration": round(time.monotonic() - self._started, 3),
+                "loops": self._census.since_mark(),
+            }
+        )
+
     def addSuccess(self, test: unittest.TestCase) -> None:
         super().addSuccess(test)
         self._set(test, "pass")
@@ -168,6 +183,21 @@ class StreamingResult(unittest.TestResult):
                     record["status"] = status
                     record["reason"] = f"{_reason(err)} {detail}"[:400]
                     record["traceback"] = tb
+
+
+def _guard(test: unittest.TestCase, result: StreamingResult) -> None:
+    """Makes an exception that escapes ``test.run()`` a recorded error instead of the end of
+    the module (``TestCase.__call__`` looks ``run`` up on the instance)."""
+    original = test.run
+
+    def run(inner: Optional[unittest.TestResult] = None) -> Any:
+        try:
+            return original(inner)
+        except Exception:
+            result.escaped(test, sys.exc_info())
+            return None
+
+    test.run = run  # type: ignore[method-assign]
 
 
 def excluded(test_id: str, patterns: List[str]) -> bool:
@@ -243,6 +273,8 @@ def run_module(args: argparse.Namespace) -> int:
                             "loops": {"created": {}, "runs": {}},
                         }
                     )
+            for test in runnable:
+                _guard(test, result)
             suite = unittest.TestSuite(runnable)
             suite.run(result)
             result.emit({"event": "done", "loops": census.totals()})

@@ -11,17 +11,28 @@ of sleeping; get a report instead of a hung test when tasks deadlock.
 
 from __future__ import annotations
 
+from quiesce._background import background
 from quiesce._core import Handle, TimerHandle
 from quiesce._errors import BudgetExceeded, Deadlock
-from quiesce._loop import DEFAULT_MAX_STEPS, Loop
+from quiesce._idle import wait_all_tasks_blocked
+from quiesce._loop import DEFAULT_MAX_STEPS, DEFAULT_MAX_TIME, DEFAULT_WATCHDOG, Loop
+from quiesce._report import ExternalActivity, Report, TaskReport, TimerReport
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
+    "DEFAULT_MAX_TIME",
+    "DEFAULT_WATCHDOG",
     "BudgetExceeded",
     "Deadlock",
+    "ExternalActivity",
     "Handle",
     "Loop",
+    "Report",
+    "TaskReport",
     "TimerHandle",
+    "TimerReport",
+    "background",
+    "wait_all_tasks_blocked",
 ]
 
 __version__ = "0.1.0"

@@ -3,35 +3,60 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, Tuple
+from typing import TYPE_CHECKING, Iterable, Optional, Tuple
+
+if TYPE_CHECKING:
+    from quiesce._report import Report
 
 
 class Deadlock(RuntimeError):
-    """Nothing can ever run again, so the awaited result can never arrive.
+    """The awaited result can never arrive (``kind="deadlock"``), or only outside activity
+    could bring it and none has arrived within the loop's watchdog (``kind="potential
+    deadlock"``).
 
-    Raised by ``run_until_complete`` / ``run_forever`` on a :class:`quiesce.Loop` when no
-    callback is runnable, no timer is pending, and nothing outside the loop (a watched file
-    descriptor, a signal handler, an executor job, thread-safe work, another live thread) could
-    make one runnable. ``tasks`` holds the tasks that were still pending; the message describes
-    each of them and what it waits for.
+    Raised by ``run_until_complete`` / ``run_forever`` on a :class:`quiesce.Loop` instead of
+    hanging. ``tasks`` holds the tasks that were still pending; ``report`` is the loop's
+    :class:`quiesce.Report` at that moment (also in the message): what each task waits for,
+    pending timers, external activity, and cycles of tasks waiting on each other's locks.
     """
 
     tasks: Tuple[asyncio.Task, ...]
+    report: Optional[Report]
+    kind: str
 
-    def __init__(self, message: str, tasks: Iterable[asyncio.Task] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        tasks: Iterable[asyncio.Task] = (),
+        *,
+        report: Optional[Report] = None,
+        kind: str = "deadlock",
+    ) -> None:
         super().__init__(message)
         self.tasks = tuple(tasks)
+        self.report = report
+        self.kind = kind
 
 
 class BudgetExceeded(RuntimeError):
-    """A driving call ran more callbacks than its budget without the loop becoming blocked.
+    """A driving call exceeded its budget: more than ``max_steps`` callbacks without the loop
+    becoming blocked (usually ``while True: await asyncio.sleep(0)``), or, in
+    ``run_until_idle``, a jump past ``max_time`` (usually a periodic timer).
 
-    Usually a task that never waits on anything durable, such as
-    ``while True: await asyncio.sleep(0)``. ``tasks`` holds the tasks that were still pending.
+    The message guesses the cause and includes the loop's report. ``tasks`` holds the tasks
+    that were still pending; ``report`` is the :class:`quiesce.Report`.
     """
 
     tasks: Tuple[asyncio.Task, ...]
+    report: Optional[Report]
 
-    def __init__(self, message: str, tasks: Iterable[asyncio.Task] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        tasks: Iterable[asyncio.Task] = (),
+        *,
+        report: Optional[Report] = None,
+    ) -> None:
         super().__init__(message)
         self.tasks = tuple(tasks)
+        self.report = report

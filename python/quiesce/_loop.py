@@ -12,23 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 import time
 import weakref
 from asyncio import format_helpers
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from quiesce._core import CoreLoop
 from quiesce._errors import BudgetExceeded, Deadlock
 from quiesce._queue_views import ReadyView, ScheduledView
 
+if TYPE_CHECKING:
+    from quiesce._report import Report
+
 #: Default budget of ``run_until_blocked`` / ``step`` / ``advance``: enough for any sane
 #: settle (several seconds of pure callbacks), small enough that a busy loop fails fast.
 DEFAULT_MAX_STEPS = 10_000_000
 
-#: How long the loop waits for other live threads (that could still call
-#: ``call_soon_threadsafe``) before it reports a deadlock anyway.
-THREAD_GRACE_SECONDS = 30.0
+#: Default ``watchdog`` of a :class:`Loop`: how many seconds of real time the loop waits for
+#: outside activity (an executor job, a watched file descriptor, another thread) with nothing
+#: else to do and nothing running, before it raises a "potential deadlock".
+DEFAULT_WATCHDOG = 60.0
+
+#: Default ``max_time`` of :meth:`Loop.run_until_idle`: one virtual day.
+DEFAULT_MAX_TIME = 24 * 3600.0
 
 #: While waiting on other threads, how often to look again whether they are still alive.
 _THREAD_POLL_SECONDS = 0.05
@@ -49,6 +57,17 @@ def _check_seed(seed: object) -> Optional[int]:
     return seed
 
 
+def _check_seconds(name: str, value: object) -> Optional[float]:
+    """``None`` or a finite number >= 0, as a float."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0 or None, got {value!r}")
+    return float(value)
+
+
 class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     """A deterministic asyncio event loop for tests.
 
@@ -59,18 +78,38 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     ``clock="virtual"`` (the default) starts ``time()`` at 0.0 and moves it only when nothing
     can run before the next timer, or when a test calls :meth:`advance`. ``clock="real"``
     follows ``time.monotonic()`` like stock asyncio.
+
+    ``watchdog`` is how many seconds of real time the loop waits for outside activity alone
+    (executor jobs, watched file descriptors, other live threads) with nothing running before
+    it raises :class:`Deadlock` with ``kind="potential deadlock"``; ``None`` waits forever,
+    as stock asyncio does.
     """
 
-    def __init__(self, *, seed: Optional[int] = None, clock: str = "virtual") -> None:
+    def __init__(
+        self,
+        *,
+        seed: Optional[int] = None,
+        clock: str = "virtual",
+        watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    ) -> None:
         seed = _check_seed(seed)
         if clock not in _CLOCKS:
             raise ValueError(f"clock must be 'virtual' or 'real', got {clock!r}")
+        watchdog = _check_seconds("watchdog", watchdog)
+        if watchdog == 0:
+            raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
         self._q_configure(seed, clock, time.get_clock_info("monotonic").resolution)
         self._q_seed = seed
         self._q_clock = clock
+        self._q_watchdog = watchdog
         self._q_executors: weakref.WeakSet[concurrent.futures.Executor] = weakref.WeakSet()
-        self._q_threads_waiting_since: Optional[float] = None
-        self._q_threads_waiting_ran = -1
+        self._q_background: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        self._q_children: weakref.WeakSet[asyncio.SubprocessTransport] = weakref.WeakSet()
+        self._q_idle_waiters: List[asyncio.Future] = []
+        self._q_time_limit: Optional[float] = None
+        self._q_until_idle = False
+        self._q_stalled_since: Optional[float] = None
+        self._q_stalled_ran = -1
         super().__init__()
         fd_map = getattr(self._selector, "_fd_to_key", None)
         if not isinstance(fd_map, dict):
@@ -91,6 +130,20 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def clock(self) -> str:
         """``"virtual"`` or ``"real"``."""
         return self._q_clock
+
+    @property
+    def watchdog(self) -> Optional[float]:
+        """Seconds of real time to wait for outside activity alone (None: forever)."""
+        return self._q_watchdog
+
+    def report(self) -> Report:
+        """A snapshot of what every task is doing and why: each task's state and await chain
+        with ``file:line``, what it awaits in user terms, the locks it holds, the pending
+        timers, the external activity in flight, and cycles of tasks waiting on each other.
+        ``str()`` of it is the text :class:`Deadlock` shows."""
+        from quiesce._report import build_report
+
+        return build_report(self)
 
     def __repr__(self) -> str:
         clock = getattr(self, "_q_clock", "?")
@@ -130,12 +183,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         ``time() + seconds``. ``max_steps`` bounds each settle, as in :meth:`run_until_blocked`.
         Needs ``clock="virtual"``.
         """
-        self._q_check_drivable("advance")
-        if self._q_clock != "virtual":
-            raise RuntimeError(
-                "advance() moves the virtual clock, but this loop has clock='real'; "
-                "create it with quiesce.Loop(clock='virtual')"
-            )
+        self._q_require_virtual("advance")
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
         seconds = self._q_validate_duration(float(seconds))
@@ -149,6 +197,57 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self.run_until_blocked(max_steps=max_steps)
         self._q_move_clock(target)
         self.run_until_blocked(max_steps=max_steps)
+
+    def advance_to_next_timer(
+        self, *, max_steps: Optional[int] = DEFAULT_MAX_STEPS
+    ) -> Optional[float]:
+        """Settles, then moves the virtual clock to the next pending timer, fires it (and any
+        other timer due at that instant) and settles again. Returns the new ``time()``, or
+        None (clock unmoved) if no timer is pending. Needs ``clock="virtual"``."""
+        self._q_require_virtual("advance_to_next_timer")
+        self.run_until_blocked(max_steps=max_steps)
+        deadline = self._q_next_deadline()
+        if deadline is None or math.isinf(deadline):
+            return None
+        self._q_move_clock(deadline)
+        self.run_until_blocked(max_steps=max_steps)
+        return self.time()
+
+    def run_until_idle(
+        self,
+        *,
+        max_time: Optional[float] = DEFAULT_MAX_TIME,
+        max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+    ) -> None:
+        """Runs until nothing at all is scheduled: settles, jumps the virtual clock to the next
+        timer, settles, and so on; waits in real time for outside activity in flight (executor
+        jobs, watched file descriptors) rather than jumping past it. Timers of background tasks
+        (:func:`quiesce.background`) do not keep it running.
+
+        Raises :class:`BudgetExceeded` if the clock would move more than ``max_time`` virtual
+        seconds (typically a periodic timer) or more than ``max_steps`` callbacks run in all
+        (typically a busy loop); the message guesses the cause and shows :meth:`report`.
+        ``None`` lifts a limit. Needs ``clock="virtual"``.
+        """
+        self._q_require_virtual("run_until_idle")
+        max_time = _check_seconds("max_time", max_time)
+        self._q_time_limit = None if max_time is None else self.time() + max_time
+        self._q_until_idle = True
+        self._q_set_jump_hook(True)
+        try:
+            self._q_drive("run_until_idle", "until_idle", max_steps, fast_path=False)
+        finally:
+            self._q_time_limit = None
+            self._q_until_idle = False
+            self._q_set_jump_hook(bool(self._q_background))
+
+    def _q_require_virtual(self, method: str) -> None:
+        self._q_check_drivable(method)
+        if self._q_clock != "virtual":
+            raise RuntimeError(
+                f"{method}() moves the virtual clock, but this loop has clock='real'; "
+                "create it with quiesce.Loop(clock='virtual')"
+            )
 
     def _q_check_drivable(self, method: str) -> None:
         if self.is_closed():
@@ -164,13 +263,16 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 f"{method}() was called while another event loop is running in this thread"
             )
 
-    def _q_drive(self, method: str, mode: str, max_steps: Optional[int]) -> int:
+    def _q_drive(
+        self, method: str, mode: str, max_steps: Optional[int], fast_path: bool = True
+    ) -> int:
         if max_steps is not None and (
             isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
         ):
             raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
         if (
-            self._thread_id is None
+            fast_path
+            and self._thread_id is None
             and not self._closed
             and asyncio._get_running_loop() is None
             and self._q_settled()
@@ -184,6 +286,17 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             return self._q_ran()
         finally:
             self._q_set_mode("forever", None)
+
+    def close(self) -> None:
+        """As asyncio's; first cancels the background tasks (:func:`quiesce.background`) still
+        pending and lets them run their cleanup (settling at the current instant)."""
+        pending = [task for task in list(self._q_background) if not task.done()]
+        if pending and not self.is_running() and not self.is_closed():
+            for task in pending:
+                task.cancel()
+            if asyncio._get_running_loop() is None:
+                self.run_until_blocked()
+        super().close()
 
     # -- stock internals that live in Rust ---------------------------------------------------
 
@@ -230,6 +343,25 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         finally:
             self._q_executor_jobs(-1)
 
+    async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
+        """As asyncio's; the child counts as outside activity (like an executor job) until
+        its exit is delivered, so the virtual clock does not jump past a process that is
+        still running (its exit is watched by a thread, not a file descriptor)."""
+        transport = await super()._make_subprocess_transport(*args, **kwargs)
+        exit_waiters = getattr(transport, "_exit_waiters", None)
+        if transport.get_returncode() is None and isinstance(exit_waiters, list):
+            self._q_executor_jobs(1)
+            self._q_children.add(transport)
+            exited = self.create_future()
+            exited.add_done_callback(lambda _future: self._q_child_done(transport))
+            exit_waiters.append(exited)
+        return transport
+
+    def _q_child_done(self, transport: Any) -> None:
+        if transport in self._q_children:
+            self._q_children.discard(transport)
+            self._q_executor_jobs(-1)
+
     # -- hooks called by the Rust core -------------------------------------------------------
 
     def _q_poll(self, timeout: float) -> None:
@@ -238,8 +370,15 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def _q_wait(self, timeout: Optional[float]) -> None:
         """Waits in real time for outside activity, at most ``timeout`` seconds (the delay to
         the next timer). The virtual clock holds still meanwhile; if the whole delay passes in
-        real time with nothing arriving, it jumps to that timer, as a real clock would have."""
+        real time with nothing arriving, it jumps to that timer, as a real clock would have.
+
+        A wait that only outside activity can end (any wait on the virtual clock; on the real
+        clock, one with no timer pending) is watched: after ``watchdog`` seconds without
+        anything running it raises a "potential deadlock"."""
         limit = _MAX_SELECT_TIMEOUT if timeout is None else min(timeout, _MAX_SELECT_TIMEOUT)
+        watched = self._q_clock == "virtual" or timeout is None
+        if watched:
+            limit = min(limit, self._q_stall_budget())
         self._q_set_waiting(True)
         try:
             if self._q_has_ready():
@@ -255,6 +394,22 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 deadline = self._q_next_deadline()
                 if deadline is not None:
                     self._q_move_clock(deadline)
+                    self._q_stalled_since = None
+                    return
+        if watched and not events and not self._q_has_ready() and self._q_stall_budget() <= 0:
+            raise self._q_deadlock_error(self._q_live_threads(), potential=True)
+
+    def _q_stall_budget(self) -> float:
+        """Seconds of real time left before the watchdog fires (inf without a watchdog). The
+        count restarts whenever a callback has run since the last look."""
+        ran = self._q_stats()["total_ran"]
+        now = time.monotonic()
+        if ran != self._q_stalled_ran or self._q_stalled_since is None:
+            self._q_stalled_since = now
+            self._q_stalled_ran = ran
+        if self._q_watchdog is None:
+            return math.inf
+        return self._q_stalled_since + self._q_watchdog - now
 
     def _q_live_threads(self) -> List[threading.Thread]:
         """Other live threads that could still call ``call_soon_threadsafe``: every thread but
@@ -272,68 +427,125 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     def _q_deadlock(self) -> None:
         """Nothing is runnable, no timer pending, nothing external in flight. If other threads
-        are alive they might still call ``call_soon_threadsafe``: wait a little (up to a grace
-        period without progress); otherwise raise :class:`Deadlock`."""
+        are alive they might still call ``call_soon_threadsafe``: wait for them (up to the
+        watchdog without progress); otherwise raise :class:`Deadlock`."""
         threads = self._q_live_threads()
         if self._q_has_ready():
             # A thread queued work (call_soon_threadsafe) and maybe exited while we looked.
             return
         if threads:
-            ran = self._q_stats()["total_ran"]
-            now = time.monotonic()
-            if ran != self._q_threads_waiting_ran or self._q_threads_waiting_since is None:
-                self._q_threads_waiting_since = now
-                self._q_threads_waiting_ran = ran
-            if now - self._q_threads_waiting_since < THREAD_GRACE_SECONDS:
+            if self._q_stall_budget() > 0:
                 self._q_wait(_THREAD_POLL_SECONDS)
                 return
-        self._q_threads_waiting_since = None
-        raise self._q_deadlock_error(threads)
+            raise self._q_deadlock_error(threads, potential=True)
+        raise self._q_deadlock_error([])
 
-    def _q_deadlock_error(self, threads: List[threading.Thread]) -> Deadlock:
-        from quiesce._tasks_report import describe_pending_tasks
+    def _q_deadlock_error(
+        self, threads: List[threading.Thread], *, potential: bool = False, why: str = ""
+    ) -> Deadlock:
+        from quiesce._report import external_activity
 
-        tasks = [task for task in asyncio.all_tasks(self) if not task.done()]
-        if threads:
-            names = ", ".join(repr(thread.name) for thread in threads)
-            why = (
-                f"nothing has run for {THREAD_GRACE_SECONDS:g} s of real time while waiting for "
-                f"other live threads ({names}) that might call call_soon_threadsafe(); "
-                "no callback is runnable and no timer, I/O or executor job is pending"
+        self._q_stalled_since = None
+        report = self.report()
+        if potential:
+            activity = external_activity(self, threads).lines()
+            waited_for = "; ".join(activity) if activity else "outside activity"
+            why = why or (
+                f"nothing has run for {self._q_watchdog:g} s of real time (the loop's watchdog) "
+                f"while the only thing that could wake it is outside the loop ({waited_for}), "
+                "and it has not arrived. Raise the watchdog (quiesce.Loop(watchdog=...), None "
+                "waits forever) if that activity is just slow"
             )
-        else:
+        elif not why:
             why = (
                 "no callback is runnable, no timer is pending, and nothing outside the loop "
                 "(I/O, signals, executor jobs, threads) can make one runnable"
             )
-        header = f"Deadlock at loop time {self.time()!r}: {why}."
-        if tasks:
-            body = f"{len(tasks)} pending task(s), each waiting for something that cannot happen:"
-        else:
-            body = (
-                "No task is pending: nothing can complete the awaited future or stop the loop, "
-                "so it would wait forever."
+        kind = "potential deadlock" if potential else "deadlock"
+        header = f"{kind.capitalize()} at loop time {self.time()!r}: {why}."
+        pending = [task.task for task in report.pending_tasks if task.task is not None]
+        if not pending:
+            header += (
+                "\nNo task is pending: nothing can complete the awaited future or stop the "
+                "loop, so it would wait forever."
             )
-        return Deadlock(f"{header}\n{body}\n\n{describe_pending_tasks(tasks)}", tasks)
+        return Deadlock(f"{header}\n\n{report}", pending, report=report, kind=kind)
+
+    def _q_before_jump(self, when: float) -> bool:
+        """Called before an automatic jump of the virtual clock (while background tasks exist,
+        and during :meth:`run_until_idle`). Returns False to stop instead of jumping."""
+        limit = self._q_time_limit
+        if limit is not None and when > limit:
+            raise self._q_budget_error(
+                f"run_until_idle() would move the virtual clock to t={when!r}, past its "
+                f"max_time (t={limit!r})",
+                "a timer keeps being rescheduled (a periodic task or a retry loop)",
+                periodic=True,
+            )
+        if self._q_background and self._q_only_background_timers():
+            if self._q_until_idle:
+                return False
+            raise self._q_deadlock_error(
+                [],
+                why=(
+                    "the only pending timers belong to background tasks (quiesce.background), "
+                    "which never count: nothing else can run"
+                ),
+            )
+        return True
+
+    def _q_only_background_timers(self) -> bool:
+        sleeping_on = {
+            id(waiter)
+            for task in list(self._q_background)
+            if not task.done() and (waiter := getattr(task, "_fut_waiter", None)) is not None
+        }
+        for handle in self._q_timer_handles():
+            args = getattr(handle, "_args", None) or ()
+            if not args or id(args[0]) not in sleeping_on:
+                return False
+        return True
+
+    def _q_wake_idle_waiters(self) -> None:
+        """Every other task is blocked: resume the ``wait_all_tasks_blocked()`` callers."""
+        waiters, self._q_idle_waiters = self._q_idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _q_budget_exceeded(self) -> None:
-        from quiesce._tasks_report import describe_pending_tasks
-
         if all(handle._cancelled for handle in self._q_ready_handles()):
             # The budget ran out exactly: what is left would never run anyway.
             self._q_clear("ready")
             return
-
         ran = self._q_ran()
-        tasks = [task for task in asyncio.all_tasks(self) if not task.done()]
-        raise BudgetExceeded(
+        raise self._q_budget_error(
             f"the loop ran {ran} callbacks at loop time {self.time()!r} without becoming "
-            "blocked: a task is probably busy-looping (for example "
-            "'while True: await asyncio.sleep(0)'). Pass max_steps=None to lift the limit, "
-            "or a larger max_steps if this much work is expected.\n\n"
-            + describe_pending_tasks(tasks),
-            tasks,
+            "blocked (its max_steps)",
+            "a task never waits on anything durable, for example "
+            "'while True: await asyncio.sleep(0)'",
+            periodic=False,
         )
+
+    def _q_budget_error(self, what: str, cause: str, *, periodic: bool) -> BudgetExceeded:
+        report = self.report()
+        if periodic:
+            suspects = sorted({timer.task for timer in report.timers if timer.task})
+            where = "Tasks sleeping on the next timers: " + ", ".join(map(repr, suspects))
+            if not suspects and report.timers:
+                where = f"Next timer: {report.timers[0]}"
+            fix = "Pass a larger max_time (None: no limit), or mark the periodic task with "
+            fix += "quiesce.background(task) so that it does not count."
+        else:
+            suspects = sorted(
+                task.name for task in report.pending_tasks if task.state == "runnable"
+            )
+            where = "Tasks runnable when it stopped: " + ", ".join(map(repr, suspects))
+            fix = "Pass max_steps=None to lift the limit, or a larger one if this much work is "
+            fix += "expected."
+        message = f"{what}. Likely cause: {cause}. {where}. {fix}\n\n{report}"
+        pending = [task.task for task in report.pending_tasks if task.task is not None]
+        return BudgetExceeded(message, pending, report=report)
 
     def _q_callback_error(self, handle: Any, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)

@@ -280,8 +280,51 @@ def _frame_local(frame: FrameType, name: str) -> Tuple[bool, object]:
     return False, None
 
 
-def _primitive_phrase(chain: List[Tuple[object, FrameType]]) -> str:
-    """E.g. ``Event.wait() on <asyncio.locks.Event ...>`` or ``asyncio.sleep(30)``.
+def _user_name_for(chain: List[Tuple[object, FrameType]], owner: object) -> str:
+    """How the innermost user frame of ``chain`` refers to ``owner``: a local (``event``) or
+    an attribute of one (``self.ready``); empty if it does not."""
+    try:
+        for _obj, frame in reversed(chain):
+            if _is_asyncio_file(frame.f_code.co_filename):
+                continue
+            local_vars = frame.f_locals
+            for name, value in local_vars.items():
+                if value is owner:
+                    return name
+            for name, value in local_vars.items():
+                attrs = getattr(value, "__dict__", None)
+                if isinstance(attrs, dict):
+                    for attr, attr_value in attrs.items():
+                        if attr_value is owner:
+                            return f"{name}.{attr}"
+            return ""
+    except Exception:
+        pass
+    return ""
+
+
+def _primitive_state(label: str, owner: object) -> str:
+    """A short state of a synchronisation primitive, in user terms."""
+    try:
+        kind = type(owner).__name__
+        if label.startswith("Queue."):
+            maxsize = owner.maxsize  # type: ignore[attr-defined]
+            size = owner.qsize()  # type: ignore[attr-defined]
+            bound = f"maxsize {maxsize}" if maxsize > 0 else "unbounded"
+            fill = "empty" if size == 0 else ("full" if maxsize > 0 and size >= maxsize else "")
+            fill = fill or f"{size} item(s)"
+            return f"{fill} {kind}, {bound}"
+        if label == "Event.wait":
+            return f"{kind}, {'set' if owner.is_set() else 'unset'}"  # type: ignore[attr-defined]
+        if label in ("Lock.acquire", "Semaphore.acquire"):
+            return f"{kind}, {'locked' if owner.locked() else 'free'}"  # type: ignore[attr-defined]
+        return kind
+    except Exception:
+        return type(owner).__name__
+
+
+def _primitive_phrase(chain: List[Tuple[object, FrameType]], now: Optional[float] = None) -> str:
+    """E.g. ``Event.wait() on `ready` (Event, unset)`` or ``asyncio.sleep(30), due at t=42.0``.
 
     Looks from the innermost frame outwards through frames of the asyncio package (so that
     the ``__sleep0`` helper of ``sleep(0)`` is seen through) and names the first known wait.
@@ -292,11 +335,17 @@ def _primitive_phrase(chain: List[Tuple[object, FrameType]]) -> str:
             label = _PRIMITIVES.get(code)
             if label == "sleep":
                 found, delay = _frame_local(frame, "delay")
-                return f"asyncio.sleep({_safe_repr(delay) if found else '...'})"
+                text = f"asyncio.sleep({_safe_repr(delay) if found else '...'})"
+                has_timer, timer = _frame_local(frame, "h")
+                if has_timer and hasattr(timer, "when"):
+                    text += f", due at t={timer.when()!r}"
+                return text
             if label is not None:
                 found, owner = _frame_local(frame, "self")
                 if found:
-                    return f"{label}() on {_safe_repr(owner)}"
+                    name = _user_name_for(chain, owner)
+                    shown = f"`{name}`" if name else "a"
+                    return f"{label}() on {shown} ({_primitive_state(label, owner)})"
                 return f"{label}()"
             if not _is_asyncio_file(code.co_filename):
                 break
@@ -341,6 +390,15 @@ def _is_done(future: object) -> bool:
 def _describe_awaited(waiter: object) -> str:
     if _is_task(waiter):
         return f"Task {_task_name(waiter)!r}"
+    children = getattr(waiter, "_children", None)
+    if type(waiter).__name__ == "_GatheringFuture" and isinstance(children, list):
+        pending = [child for child in children if not _is_done(child)]
+        shown = ", ".join(_describe_awaited(child) for child in pending[:8])
+        more = f", and {len(pending) - 8} more" if len(pending) > 8 else ""
+        return (
+            f"asyncio.gather() of {len(children)} awaitable(s), {len(pending)} still pending: "
+            f"{shown}{more}"
+        )
     return _safe_repr(waiter)
 
 

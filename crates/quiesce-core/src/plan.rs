@@ -16,6 +16,21 @@ pub enum RunMode {
     UntilBlocked,
     /// `step`: run at most one callback.
     Step,
+    /// `run_until_idle`: like `Forever` (jump the virtual clock, wait for outside activity),
+    /// but return instead of reporting a deadlock once nothing at all is scheduled.
+    UntilIdle,
+}
+
+impl RunMode {
+    /// Whether an idle turn may wait or move the clock (rather than return at once).
+    pub fn waits_when_idle(self) -> bool {
+        matches!(self, RunMode::Forever | RunMode::UntilIdle)
+    }
+
+    /// Whether the run counts callbacks against a budget.
+    pub fn budgeted(self) -> bool {
+        matches!(self, RunMode::UntilBlocked | RunMode::UntilIdle)
+    }
 }
 
 /// What to do on an idle turn.
@@ -34,9 +49,10 @@ pub enum IdleAction {
 /// Decides an idle turn. `next_timer` is the earliest pending deadline; `external` says whether
 /// something outside the loop could still make a callback runnable.
 pub fn plan_idle(mode: RunMode, clock: ClockKind, now: f64, next_timer: Option<f64>, external: bool) -> IdleAction {
-    if mode != RunMode::Forever {
+    if !mode.waits_when_idle() {
         return IdleAction::Return;
     }
+    let nothing_left = if mode == RunMode::UntilIdle { IdleAction::Return } else { IdleAction::Deadlock };
     // A timer at +inf never fires: it cannot end a wait or be jumped to.
     let next_timer = next_timer.filter(|when| when.is_finite());
     match clock {
@@ -45,12 +61,12 @@ pub fn plan_idle(mode: RunMode, clock: ClockKind, now: f64, next_timer: Option<f
             // then instead of jumping over it.
             (true, next) => IdleAction::WaitReal(next.map(|when| (when - now).max(0.0))),
             (false, Some(when)) => IdleAction::JumpTo(when),
-            (false, None) => IdleAction::Deadlock,
+            (false, None) => nothing_left,
         },
         ClockKind::Real => match (external, next_timer) {
             (_, Some(when)) => IdleAction::WaitReal(Some((when - now).max(0.0))),
             (true, None) => IdleAction::WaitReal(None),
-            (false, None) => IdleAction::Deadlock,
+            (false, None) => nothing_left,
         },
     }
 }
@@ -81,6 +97,16 @@ mod tests {
         assert_eq!(plan_idle(Forever, Virtual, 1.0, None, true), WaitReal(None));
         assert_eq!(plan_idle(Forever, Virtual, 1.0, None, false), Deadlock);
         assert_eq!(plan_idle(Forever, Virtual, 1.0, Some(f64::INFINITY), false), Deadlock);
+    }
+
+    #[test]
+    fn until_idle_jumps_and_waits_like_forever_but_returns_when_nothing_is_left() {
+        assert_eq!(plan_idle(UntilIdle, Virtual, 1.0, Some(5.0), false), JumpTo(5.0));
+        assert_eq!(plan_idle(UntilIdle, Virtual, 1.0, Some(5.0), true), WaitReal(Some(4.0)));
+        assert_eq!(plan_idle(UntilIdle, Virtual, 1.0, None, true), WaitReal(None));
+        assert_eq!(plan_idle(UntilIdle, Virtual, 1.0, None, false), Return);
+        assert_eq!(plan_idle(UntilIdle, Real, 1.0, None, false), Return);
+        assert_eq!(plan_idle(UntilIdle, Real, 1.0, Some(2.0), false), WaitReal(Some(1.0)));
     }
 
     #[test]

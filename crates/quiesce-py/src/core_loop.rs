@@ -87,6 +87,10 @@ pub struct CoreLoop {
     state: GilCell<State>,
     /// The loop is (about to be) blocked in the selector: other threads must wake it.
     waiting: AtomicBool,
+    /// Some coroutine awaits `quiesce.wait_all_tasks_blocked()`: wake it instead of idling.
+    idle_waiters: AtomicBool,
+    /// Call `_q_before_jump(when)` before each automatic clock jump (background tasks exist).
+    jump_hook: AtomicBool,
     uses_lanes: AtomicBool,
     real_clock: AtomicBool,
     stopping: AtomicBool,
@@ -128,6 +132,15 @@ fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             Ok(PyTuple::new(py, [tasks.getattr("Task")?, tasks.getattr("_PyTask")?])?.into_any().unbind())
         })
         .map(|types| types.bind(py))
+}
+
+/// Debug mode's record of where a handle was made, as stock's `Handle.__init__` takes it: the
+/// stack of the code that called `call_soon` & co. (we run in no Python frame of our own).
+fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let extract_stack = asyncio_type(py, &EXTRACT_STACK, "asyncio.format_helpers:extract_stack")?;
+    let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
+    Ok(extract_stack.call1((frame,))?.unbind())
 }
 
 /// The lane an entry runs in under a seeded policy (see `quiesce_core::ready`): the future whose
@@ -267,7 +280,8 @@ impl CoreLoop {
         } else {
             PLAIN_LANE
         };
-        Ok((Handle::new(callback.clone().unbind(), args, context, slf.clone().unbind()), lane))
+        let source_traceback = if self.debug.load(Ordering::Relaxed) { Some(source_traceback(py)?) } else { None };
+        Ok((Handle::new(callback.clone().unbind(), args, context, slf.clone().unbind(), source_traceback), lane))
     }
 
     fn schedule_at(
@@ -320,14 +334,24 @@ impl CoreLoop {
     fn idle_turn(&self, slf: &Bound<'_, Self>, now: f64) -> PyResult<()> {
         let py = slf.py();
         let mode = self.with(py, |s| s.mode)?;
-        if mode != RunMode::Forever {
+        if !mode.waits_when_idle() {
             self.stopping.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let external = self.external_activity(py)?;
         match self.with(py, |s| s.scheduler.plan_idle(mode, now, external))? {
             IdleAction::Return => self.stopping.store(true, Ordering::Relaxed),
-            IdleAction::JumpTo(when) => self.with(py, |s| s.scheduler.move_clock_to(when))?,
+            IdleAction::JumpTo(when) => {
+                // The hook may raise (Deadlock: only background tasks' timers are left; or a
+                // time budget ran out) or say to stop here instead of jumping.
+                if self.jump_hook.load(Ordering::Relaxed)
+                    && !slf.call_method1(intern!(py, "_q_before_jump"), (when,))?.is_truthy()?
+                {
+                    self.stopping.store(true, Ordering::Relaxed);
+                } else {
+                    self.with(py, |s| s.scheduler.move_clock_to(when))?
+                }
+            }
             IdleAction::WaitReal(timeout) => {
                 slf.call_method1(intern!(py, "_q_wait"), (timeout,))?;
             }
@@ -373,6 +397,8 @@ impl CoreLoop {
                 signal_handlers: None,
             }),
             waiting: AtomicBool::new(false),
+            idle_waiters: AtomicBool::new(false),
+            jump_hook: AtomicBool::new(false),
             uses_lanes: AtomicBool::new(false),
             real_clock: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -554,7 +580,12 @@ impl CoreLoop {
         let now = this.now(py)?;
         let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
         if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
-            this.idle_turn(slf, now)?;
+            if this.idle_waiters.swap(false, Ordering::Relaxed) {
+                // Everything else is blocked: that is what those coroutines wait for.
+                slf.call_method0(intern!(py, "_q_wake_idle_waiters"))?;
+            } else {
+                this.idle_turn(slf, now)?;
+            }
         }
         let now = this.now(py)?;
         let todo = this.with(py, |s| {
@@ -565,7 +596,7 @@ impl CoreLoop {
         let mut popped = 0;
         while remaining > 0 && popped < todo {
             let (entry, over_budget) = this.with(py, |s| {
-                let over = s.mode == RunMode::UntilBlocked && s.max_steps.is_some_and(|max| s.ran >= max);
+                let over = s.mode.budgeted() && s.max_steps.is_some_and(|max| s.ran >= max);
                 if over {
                     (None, true)
                 } else {
@@ -593,13 +624,15 @@ impl CoreLoop {
         Ok(())
     }
 
-    /// Sets how the next `run_forever` behaves: "forever", "until_blocked" or "step".
+    /// Sets how the next `run_forever` behaves: "forever", "until_blocked", "step" or
+    /// "until_idle".
     #[pyo3(signature = (mode, max_steps = None))]
     fn _q_set_mode(&self, py: Python<'_>, mode: &str, max_steps: Option<u64>) -> PyResult<()> {
         let mode = match mode {
             "forever" => RunMode::Forever,
             "until_blocked" => RunMode::UntilBlocked,
             "step" => RunMode::Step,
+            "until_idle" => RunMode::UntilIdle,
             other => return Err(PyValueError::new_err(format!("unknown run mode {other:?}"))),
         };
         self.with(py, |s| {
@@ -612,6 +645,9 @@ impl CoreLoop {
     /// Whether settling would run nothing: nothing ready, no timer due, and no file
     /// descriptor or signal to poll. O(1) whatever the number of tasks.
     fn _q_settled(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.idle_waiters.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let (fds, signals) = self.watched(py)?;
         if fds > 0 || signals {
             return Ok(false);
@@ -647,6 +683,16 @@ impl CoreLoop {
             s.executor_jobs = s.executor_jobs.saturating_add_signed(delta);
             s.executor_jobs
         })
+    }
+
+    /// Says that a coroutine awaits `wait_all_tasks_blocked()` (woken at the next idle turn).
+    fn _q_set_idle_waiters(&self, waiting: bool) {
+        self.idle_waiters.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Turns the `_q_before_jump` hook on or off.
+    fn _q_set_jump_hook(&self, on: bool) {
+        self.jump_hook.store(on, Ordering::Relaxed);
     }
 
     /// Marks the loop as blocked in the selector (threadsafe callers must then wake it).

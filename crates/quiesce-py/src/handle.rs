@@ -49,17 +49,26 @@ pub struct Handle {
     args_spread: bool,
     context: Py<PyAny>,
     event_loop: Py<CoreLoop>,
+    /// Where the handle was made (`asyncio.format_helpers.extract_stack`), in debug mode only.
+    source_traceback: Option<Py<PyAny>>,
     cancelled: AtomicBool,
 }
 
 impl Handle {
-    pub fn new(callback: Py<PyAny>, args: Args, context: Py<PyAny>, event_loop: Py<CoreLoop>) -> Self {
+    pub fn new(
+        callback: Py<PyAny>,
+        args: Args,
+        context: Py<PyAny>,
+        event_loop: Py<CoreLoop>,
+        source_traceback: Option<Py<PyAny>>,
+    ) -> Self {
         Self {
             callback,
             args: args.value,
             args_spread: args.spread,
             context,
             event_loop,
+            source_traceback,
             cancelled: AtomicBool::new(false),
         }
     }
@@ -224,8 +233,8 @@ impl Handle {
 
     /// Always `None`: quiesce does not record where handles were created.
     #[getter]
-    fn _source_traceback(&self) -> Option<Py<PyAny>> {
-        None
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -237,6 +246,7 @@ impl Handle {
         visit.call(&self.callback)?;
         visit.call(&self.args)?;
         visit.call(&self.context)?;
+        visit.call(&self.source_traceback)?;
         visit.call(&self.event_loop)
     }
 }

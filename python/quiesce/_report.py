@@ -1,0 +1,410 @@
+"""``loop.report()``: what every task is doing and why, what is scheduled, what is in flight.
+
+A :class:`Report` is a snapshot taken from synchronous code (or from a callback): the live
+tasks with their state and await chain (see :mod:`quiesce._tasks_report`), the pending timers,
+the external activity that could still wake the loop, and any cycle of tasks waiting on each
+other. ``str(report)`` is the text quiesce prints in :class:`~quiesce.Deadlock` and
+:class:`~quiesce.BudgetExceeded`.
+
+Lock ownership is read off the coroutines' frames: ``async with lock:`` keeps the lock's bound
+``__aexit__`` on the suspended frame's value stack, which ``gc.get_referents`` exposes on every
+supported CPython. A lock taken with a bare ``await lock.acquire()`` has no such trace; it is
+reported as held by an unknown task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from quiesce._tasks_report import (
+    _await_chain,
+    _natural_key,
+    _safe_repr,
+    _task_coro,
+    _task_name,
+    describe_task,
+)
+
+if TYPE_CHECKING:
+    from quiesce._loop import Loop
+
+_LOCK_TYPES: Tuple[type, ...] = (asyncio.Lock,)
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """One task: its name, its state, and a description of where and on what it waits."""
+
+    name: str
+    #: ``"runnable"`` (can run now), ``"waiting"`` (blocked), ``"running"`` or ``"done"``.
+    state: str
+    #: The multi-line description: await chain with ``file:line``, and what it awaits.
+    description: str
+    #: Marked with :func:`quiesce.background`: never counts towards idleness or deadlock.
+    background: bool = False
+    #: Descriptions of the locks this task holds (``async with lock:``), when known.
+    holds: Tuple[str, ...] = ()
+    task: Optional[asyncio.Task] = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        lines = self.description.splitlines() or [f"Task {self.name!r}"]
+        head = lines[0] + f" [{self.state}{', background' if self.background else ''}]"
+        extra = [f"  holds: {', '.join(self.holds)}"] if self.holds else []
+        return "\n".join([head, *extra, *lines[1:]])
+
+
+@dataclass(frozen=True)
+class TimerReport:
+    """One pending timer: when it is due and what it will call."""
+
+    when: float
+    callback: str
+    #: The task that sleeps on this timer, if any (``asyncio.sleep``, timeouts).
+    task: Optional[str] = None
+
+    def __str__(self) -> str:
+        owner = f" (wakes Task {self.task!r})" if self.task else ""
+        return f"t={self.when!r}: {self.callback}{owner}"
+
+
+@dataclass(frozen=True)
+class ExternalActivity:
+    """What outside the loop could still make a callback runnable."""
+
+    #: ``run_in_executor`` jobs (and ``to_thread`` calls) whose result has not arrived.
+    executor_jobs: int = 0
+    #: Watched file descriptors (readers and writers), besides the loop's own wake-up pipe.
+    watched_fds: Tuple[str, ...] = ()
+    #: Signals with a handler installed by ``loop.add_signal_handler``.
+    signals: Tuple[str, ...] = ()
+    #: Other live threads that might still call ``call_soon_threadsafe``.
+    threads: Tuple[str, ...] = ()
+    #: Child processes whose exit has not been delivered yet (``pid N``).
+    child_processes: Tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.executor_jobs
+            or self.watched_fds
+            or self.signals
+            or self.threads
+            or self.child_processes
+        )
+
+    def lines(self) -> List[str]:
+        """One line per kind of activity in flight."""
+        out = []
+        if self.executor_jobs:
+            out.append(f"executor jobs in flight: {self.executor_jobs}")
+        if self.child_processes:
+            out.append("child processes running: " + ", ".join(self.child_processes))
+        if self.watched_fds:
+            out.append("watched file descriptors: " + ", ".join(self.watched_fds))
+        if self.signals:
+            out.append("signal handlers: " + ", ".join(self.signals))
+        if self.threads:
+            out.append("other live threads: " + ", ".join(self.threads))
+        return out
+
+
+@dataclass(frozen=True)
+class Report:
+    """A snapshot of a :class:`quiesce.Loop`: tasks, timers, external activity, cycles."""
+
+    time: float
+    clock: str
+    #: Callbacks runnable right now (ready queue length).
+    runnable_callbacks: int
+    tasks: Tuple[TaskReport, ...]
+    timers: Tuple[TimerReport, ...]
+    external: ExternalActivity
+    #: Each cycle of tasks waiting on each other (lock held by the next one, or awaiting it),
+    #: as task names in wait order; the first name is not repeated at the end.
+    cycles: Tuple[Tuple[str, ...], ...] = ()
+
+    @property
+    def pending_tasks(self) -> Tuple[TaskReport, ...]:
+        """Tasks that are not done."""
+        return tuple(task for task in self.tasks if task.state != "done")
+
+    def __str__(self) -> str:
+        out = [
+            f"quiesce report at loop time {self.time!r} ({self.clock} clock): "
+            f"{len(self.pending_tasks)} pending task(s), {self.runnable_callbacks} runnable "
+            f"callback(s), {len(self.timers)} pending timer(s)"
+        ]
+        for cycle in self.cycles:
+            names = " -> ".join(repr(name) for name in (*cycle, cycle[0]))
+            out.append(f"cycle: {names} (each waits for the next: a lock it holds, or its end)")
+        if self.pending_tasks:
+            out.append("")
+            out.append("\n\n".join(str(task) for task in self.pending_tasks))
+        if self.timers:
+            out.append("")
+            out.append("pending timers:")
+            out.extend(f"  {timer}" for timer in self.timers[:20])
+            if len(self.timers) > 20:
+                out.append(f"  ... and {len(self.timers) - 20} more")
+        external = self.external.lines()
+        out.append("")
+        if external:
+            out.append("external activity in flight:")
+            out.extend(f"  {line}" for line in external)
+        else:
+            out.append("external activity in flight: none")
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the loop
+
+
+def _frames_and_objects(task: asyncio.Task) -> List[Any]:
+    """Coroutine-like objects and frames of ``task``'s await chain (for ``get_referents``)."""
+    coro = _task_coro(task)
+    if coro is None:
+        return []
+    items: List[Any] = []
+    for obj, frame in _await_chain(coro):
+        items.append(obj)
+        items.append(frame)
+    return items
+
+
+def _lock_waited_on(task: asyncio.Task) -> Optional[Any]:
+    """The lock whose ``acquire()`` ``task`` is blocked in, if any."""
+    coro = _task_coro(task)
+    if coro is None:
+        return None
+    acquire_code = asyncio.Lock.acquire.__code__
+    for _obj, frame in reversed(_await_chain(coro)):
+        if frame.f_code is acquire_code:
+            owner = frame.f_locals.get("self")
+            return owner if isinstance(owner, _LOCK_TYPES) else None
+    return None
+
+
+def _locks_entered(task: asyncio.Task) -> List[Any]:
+    """Locks whose ``async with`` block ``task`` has entered (or is entering), with
+    repetitions: one entry per ``__aexit__`` kept on a frame's value stack."""
+    found: List[Any] = []
+    try:
+        for item in _frames_and_objects(task):
+            for ref in gc.get_referents(item):
+                owner = getattr(ref, "__self__", None)
+                if isinstance(owner, _LOCK_TYPES) and getattr(ref, "__name__", "") == "__aexit__":
+                    found.append(owner)
+    except Exception:
+        return []
+    return found
+
+
+def lock_holders(tasks: Sequence[asyncio.Task]) -> Dict[int, asyncio.Task]:
+    """``id(lock) -> task`` for each locked lock whose holder the frames reveal."""
+    holders: Dict[int, asyncio.Task] = {}
+    for task in tasks:
+        if task.done():
+            continue
+        entered = _locks_entered(task)
+        waited = _lock_waited_on(task)
+        if waited is not None:
+            # ``async with lock:`` pushes ``__aexit__`` before awaiting ``acquire()``.
+            for index, lock in enumerate(entered):
+                if lock is waited:
+                    del entered[index]
+                    break
+        for lock in entered:
+            if lock.locked():
+                holders.setdefault(id(lock), task)
+    return holders
+
+
+def _find_cycles(edges: Dict[int, int]) -> List[List[int]]:
+    """Cycles of a functional graph (each node has at most one successor)."""
+    cycles: List[List[int]] = []
+    state: Dict[int, int] = {}  # 1: on the current path, 2: done
+    for start in edges:
+        path: List[int] = []
+        node: Optional[int] = start
+        while node is not None and state.get(node, 0) == 0:
+            state[node] = 1
+            path.append(node)
+            node = edges.get(node)
+        if node is not None and state.get(node) == 1:
+            cycles.append(path[path.index(node) :])
+        for visited in path:
+            state[visited] = 2
+    return cycles
+
+
+def _task_state(task: asyncio.Task, runnable: set) -> str:
+    if task.done():
+        return "done"
+    coro = _task_coro(task)
+    chain = _await_chain(coro) if coro is not None else []
+    if chain:
+        try:
+            import inspect
+
+            if inspect.iscoroutine(chain[0][0]) and (
+                inspect.getcoroutinestate(chain[0][0]) == "CORO_RUNNING"  # type: ignore[arg-type]
+            ):
+                return "running"
+        except Exception:
+            pass
+    waiter = getattr(task, "_fut_waiter", None)
+    if id(task) in runnable or waiter is None or waiter.done():
+        return "runnable"
+    return "waiting"
+
+
+def _timer_task(handle: Any, waiters: Dict[int, str]) -> Optional[str]:
+    """The task woken by a timer whose first argument is the future it sleeps on."""
+    args = getattr(handle, "_args", None) or ()
+    for arg in args[:1]:
+        name = waiters.get(id(arg))
+        if name is not None:
+            return name
+    return None
+
+
+def _describe_callback(handle: Any) -> str:
+    from asyncio import format_helpers
+
+    try:
+        return format_helpers._format_callback_source(handle._callback, handle._args)
+    except Exception:
+        return _safe_repr(handle)
+
+
+def build_report(loop: Loop) -> Report:
+    """The :class:`Report` of ``loop`` now."""
+    # all_tasks() is a set: sort by name so that reports and cycles read the same every run.
+    tasks = sorted(asyncio.all_tasks(loop), key=lambda task: _natural_key(_task_name(task)))
+    background = loop._q_background
+    runnable = {id(getattr(cb, "__self__", None)) for cb in _ready_callbacks(loop)}
+    holders = lock_holders(tasks)
+    holds: Dict[int, List[str]] = {}
+    for lock_id, task in holders.items():
+        holds.setdefault(id(task), []).append(_lock_text(lock_id, task))
+
+    reports: List[Tuple[Tuple[Any, ...], TaskReport]] = []
+    for position, task in enumerate(tasks):
+        name = _task_name(task)
+        description = describe_task(task)
+        waited = _lock_waited_on(task) if not task.done() else None
+        if waited is not None:
+            holder = holders.get(id(waited))
+            who = f"Task {_task_name(holder)!r}" if holder is not None else "an unknown task"
+            description += f"\n  the lock is held by {who}"
+        report = TaskReport(
+            name=name,
+            state=_task_state(task, runnable),
+            description=description,
+            background=task in background,
+            holds=tuple(holds.get(id(task), ())),
+            task=task,
+        )
+        reports.append(((_natural_key(name), position), report))
+    reports.sort(key=lambda item: item[0])
+
+    waiters = {
+        id(getattr(task, "_fut_waiter", None)): _task_name(task)
+        for task in tasks
+        if getattr(task, "_fut_waiter", None) is not None
+    }
+    timers = tuple(
+        TimerReport(handle.when(), _describe_callback(handle), _timer_task(handle, waiters))
+        for handle in loop._q_timer_handles()
+        if not handle.cancelled()
+    )
+
+    edges: Dict[int, int] = {}
+    by_id = {id(task): task for task in tasks}
+    for task in tasks:
+        if task.done():
+            continue
+        waited = _lock_waited_on(task)
+        target: Optional[asyncio.Task] = None
+        if waited is not None:
+            target = holders.get(id(waited))
+        else:
+            waiter = getattr(task, "_fut_waiter", None)
+            if waiter is not None and id(waiter) in by_id:
+                target = waiter
+        if target is not None:
+            edges[id(task)] = id(target)
+    cycles = tuple(
+        tuple(_task_name(by_id[node]) for node in cycle) for cycle in _find_cycles(edges)
+    )
+    return Report(
+        time=loop.time(),
+        clock=loop.clock,
+        runnable_callbacks=len(loop._q_ready_handles()),
+        tasks=tuple(report for _key, report in reports),
+        timers=timers,
+        external=external_activity(loop),
+        cycles=cycles,
+    )
+
+
+def _lock_text(lock_id: int, holder: asyncio.Task) -> str:
+    """The held lock as the holder's code names it (``first (Lock)``), else its repr."""
+    from quiesce._tasks_report import _user_name_for
+
+    coro = _task_coro(holder)
+    chain = _await_chain(coro) if coro is not None else []
+    for lock in _locks_entered(holder):
+        if id(lock) == lock_id:
+            name = _user_name_for(chain, lock)
+            return f"`{name}` ({type(lock).__name__})" if name else _safe_repr(lock, 120)
+    return "a lock"
+
+
+def _ready_callbacks(loop: Loop) -> List[Any]:
+    callbacks = []
+    for handle in loop._q_ready_handles():
+        callback = getattr(handle, "_callback", None)
+        if callback is not None:
+            callbacks.append(callback)
+    return callbacks
+
+
+def external_activity(
+    loop: Loop, threads: Optional[Sequence[threading.Thread]] = None
+) -> ExternalActivity:
+    """The external activity in flight on ``loop``."""
+    fds: List[str] = []
+    selector = getattr(loop, "_selector", None)
+    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
+    try:
+        keys = list(selector.get_map().values()) if selector is not None else []
+    except Exception:
+        keys = []
+    for key in keys:
+        if key.fd == own:
+            continue
+        reader, writer = key.data if isinstance(key.data, tuple) else (None, None)
+        kinds = [
+            kind
+            for kind, handle in (("read", reader), ("write", writer))
+            if handle is not None and not handle.cancelled()
+        ]
+        fds.append(f"fd {key.fd} ({'/'.join(kinds) or 'registered'})")
+    signals = tuple(
+        f"signal {number}" for number in sorted(getattr(loop, "_signal_handlers", {}) or {})
+    )
+    if threads is None:
+        threads = loop._q_live_threads()
+    children = [transport for transport in list(loop._q_children)]
+    return ExternalActivity(
+        executor_jobs=loop._q_executor_jobs(0) - len(children),
+        child_processes=tuple(f"pid {transport.get_pid()}" for transport in children),
+        watched_fds=tuple(fds),
+        signals=signals,
+        threads=tuple(repr(thread.name) for thread in threads),
+    )
