@@ -392,3 +392,29 @@ def test_close_clears_the_queues(make_loop: Callable[..., quiesce.Loop]) -> None
     assert len(new_loop._ready) == 0
     assert len(new_loop._scheduled) == 0
     assert ran == []
+
+
+def test_debug_mode_records_where_each_handle_was_made(loop: quiesce.Loop) -> None:
+    import sys
+
+    ran: List[Any] = []
+    assert loop.call_soon(ran.append, 0)._source_traceback is None
+    loop.set_debug(True)
+    handles = [
+        loop.call_soon(ran.append, 1),
+        loop.call_soon_threadsafe(lambda a, b: ran.append(a + b), 1, 1),
+        loop.call_later(0, ran.append, 3),
+        loop.call_at(loop.time(), ran.extend, [4, 5]),
+    ]
+    line = sys._getframe().f_lineno - 5  # the line of the first call below "handles = ["
+    for offset, handle in enumerate(handles):
+        frame = handle._source_traceback[-1]
+        assert (frame.filename, frame.lineno, frame.name) == (
+            __file__,
+            line + offset,
+            "test_debug_mode_records_where_each_handle_was_made",
+        )
+    assert handles[1]._args == (1, 1)
+    loop.run_until_blocked()
+    assert ran == [0, 1, 2, 3, 4, 5]
+    loop.set_debug(False)

@@ -281,7 +281,7 @@ impl CoreLoop {
             PLAIN_LANE
         };
         let source_traceback = if self.debug.load(Ordering::Relaxed) { Some(source_traceback(py)?) } else { None };
-        Ok((Handle::new(callback.clone().unbind(), args, context, slf.clone().unbind(), source_traceback), lane))
+        Ok((Handle::new(py, callback.clone().unbind(), args, context, slf.clone().unbind(), source_traceback)?, lane))
     }
 
     fn schedule_at(

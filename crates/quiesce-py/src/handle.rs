@@ -46,30 +46,59 @@ pub struct Handle {
     callback: Py<PyAny>,
     /// See [`Args`]; stored flat so the flag shares padding with `cancelled`.
     args: Option<Py<PyAny>>,
-    args_spread: bool,
+    args_kind: ArgsKind,
     context: Py<PyAny>,
     event_loop: Py<CoreLoop>,
-    /// Where the handle was made (`asyncio.format_helpers.extract_stack`), in debug mode only.
-    source_traceback: Option<Py<PyAny>>,
     cancelled: AtomicBool,
 }
 
+/// How `Handle::args` is stored. A byte beside `cancelled` rather than another pointer field:
+/// a pending timer must stay as small as stock asyncio's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum ArgsKind {
+    /// `None`: no arguments; `Some`: the one argument.
+    Single,
+    /// A tuple of the arguments.
+    Spread,
+    /// Debug mode: a pair `(tuple of the arguments, source traceback)`.
+    WithTraceback,
+}
+
 impl Handle {
+    /// A handle; `source_traceback` (debug mode only) is where it was made.
     pub fn new(
+        py: Python<'_>,
         callback: Py<PyAny>,
         args: Args,
         context: Py<PyAny>,
         event_loop: Py<CoreLoop>,
         source_traceback: Option<Py<PyAny>>,
-    ) -> Self {
-        Self {
-            callback,
-            args: args.value,
-            args_spread: args.spread,
-            context,
-            event_loop,
-            source_traceback,
-            cancelled: AtomicBool::new(false),
+    ) -> PyResult<Self> {
+        let (args, args_kind) = match source_traceback {
+            None => (args.value, if args.spread { ArgsKind::Spread } else { ArgsKind::Single }),
+            Some(traceback) => {
+                let tuple = Self::tuple_of(py, &args.value, args.spread)?;
+                let pair = PyTuple::new(py, [tuple.into_any(), traceback.into_bound(py)])?;
+                (Some(pair.into_any().unbind()), ArgsKind::WithTraceback)
+            }
+        };
+        Ok(Self { callback, args, args_kind, context, event_loop, cancelled: AtomicBool::new(false) })
+    }
+
+    fn tuple_of<'py>(py: Python<'py>, value: &Option<Py<PyAny>>, spread: bool) -> PyResult<Bound<'py, PyTuple>> {
+        match (value, spread) {
+            (None, _) => Ok(PyTuple::empty(py)),
+            (Some(arg), false) => PyTuple::new(py, [arg.bind(py)]),
+            (Some(tuple), true) => Ok(tuple.bind(py).cast::<PyTuple>()?.clone()),
+        }
+    }
+
+    /// The `(arguments, source traceback)` pair of a debug-mode handle.
+    fn debug_pair<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        match (&self.args, self.args_kind) {
+            (Some(pair), ArgsKind::WithTraceback) => Ok(Some(pair.bind(py).cast::<PyTuple>()?.clone())),
+            _ => Ok(None),
         }
     }
 
@@ -82,11 +111,10 @@ impl Handle {
     }
 
     fn args_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        match (&self.args, self.args_spread) {
-            (None, _) => Ok(PyTuple::empty(py)),
-            (Some(arg), false) => PyTuple::new(py, [arg.bind(py)]),
-            (Some(tuple), true) => Ok(tuple.bind(py).cast::<PyTuple>()?.clone()),
+        if let Some(pair) = self.debug_pair(py)? {
+            return Ok(pair.get_item(0)?.cast::<PyTuple>()?.clone());
         }
+        Self::tuple_of(py, &self.args, self.args_kind == ArgsKind::Spread)
     }
 
     /// Calls the callback inside its context. Errors other than `SystemExit` and
@@ -119,11 +147,19 @@ impl Handle {
             if ffi::PyContext_Enter(ctx) < 0 {
                 return Err(PyErr::fetch(py));
             }
-            let result = match (&self.args, self.args_spread) {
+            let result = match (&self.args, self.args_kind) {
                 (None, _) => ffi::PyObject_CallNoArgs(self.callback.as_ptr()),
-                (Some(arg), false) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
-                // `args_spread` is only set for a tuple (see `Args::from_tuple`).
-                (Some(tuple), true) => ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut()),
+                (Some(arg), ArgsKind::Single) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
+                // `Spread` is only set for a tuple (see `Args::from_tuple`).
+                (Some(tuple), ArgsKind::Spread) => {
+                    ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut())
+                }
+                // Debug mode: the pair is a 2-tuple whose first item is the arguments' tuple
+                // (see `Handle::new`); both are owned by `self` for the call.
+                (Some(pair), ArgsKind::WithTraceback) => {
+                    let tuple = ffi::PyTuple_GetItem(pair.as_ptr(), 0);
+                    ffi::PyObject_Call(self.callback.as_ptr(), tuple, std::ptr::null_mut())
+                }
             };
             let outcome = if result.is_null() {
                 Err(PyErr::fetch(py))
@@ -231,10 +267,10 @@ impl Handle {
         self.event_loop.clone_ref(py)
     }
 
-    /// Always `None`: quiesce does not record where handles were created.
+    /// Where the handle was made (a list of frame summaries) in debug mode, else `None`.
     #[getter]
-    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|tb| tb.clone_ref(py))
+    fn _source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        Ok(self.debug_pair(py)?.map(|pair| pair.get_item(1)).transpose()?.map(Bound::unbind))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -246,7 +282,6 @@ impl Handle {
         visit.call(&self.callback)?;
         visit.call(&self.args)?;
         visit.call(&self.context)?;
-        visit.call(&self.source_traceback)?;
         visit.call(&self.event_loop)
     }
 }
