@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmarks quiesce.Loop (virtual and real clock) beside stock asyncio and uvloop, interleaved
+# in one process run per interpreter (CPython 3.11 and 3.13 by default), plus memory per
+# pending timer, then the Rust core's micro-benchmarks. Writes benches/results/*.md.
+#
+#   bash scripts/bench.sh                         # everything (about 20 minutes)
+#   QUIESCE_PYTHONS=3.13 bash scripts/bench.sh --quick   # a smoke run; options go to bench_loops.py
+#
+# Timings move +-30 % on a shared machine: compare the ratios within one run, not across runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+UVLOOP_VERSION=0.23.0
+
+find_pythons "${QUIESCE_PYTHONS:-"3.11 3.13"}" ""
+ensure_tools
+build_wheels "${pythons[@]}"
+mkdir -p benches/results
+for py in "${pythons[@]}"; do
+    venv=$(venv_with_wheel "$py")
+    "$venv/bin/pip" install -q "uvloop==$UVLOOP_VERSION"
+    tag=${venv##*/}
+    echo "== $("$py" --version): loops"
+    "$venv/bin/python" benches/bench_loops.py "$@" | tee "benches/results/loops-$tag.md"
+    echo "== $("$py" --version): memory"
+    "$venv/bin/python" benches/bench_memory.py | tee "benches/results/memory-$tag.md"
+done
+if [ "$#" -eq 0 ]; then
+    echo "== Rust core micro-benchmarks (criterion)"
+    cargo bench -p quiesce-core --locked 2>&1 | grep -E "^[a-z_/ ]+ +time:" | tee benches/results/core.txt
+fi
