@@ -247,6 +247,10 @@ def test_shutdown_default_executor(loop: quiesce.Loop) -> None:
     assert all(not t.name.startswith("asyncio_") for t in workers), workers
 
 
+async def wait_forever() -> None:
+    await asyncio.Event().wait()  # made inside the loop: Python 3.9 binds it to the loop
+
+
 def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
     make_loop: Callable[..., quiesce.Loop],
 ) -> None:
@@ -262,7 +266,7 @@ def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
     try:
         started = time.monotonic()
         with pytest.raises(quiesce.Deadlock) as excinfo:
-            loop.run_until_complete(asyncio.Event().wait())
+            loop.run_until_complete(wait_forever())
         waited = time.monotonic() - started
     finally:
         release.set()
