@@ -53,10 +53,9 @@ def make_loop() -> Iterator[Callable[..., quiesce.Loop]]:
             dispose_loop(made_loop)
 
 
-@pytest.fixture
-def loop() -> Iterator[quiesce.Loop]:
-    """A FIFO ``quiesce.Loop`` on the virtual clock, set as the current event loop."""
-    new_loop = quiesce.Loop()
+def current_loop(**kwargs: Any) -> Iterator[quiesce.Loop]:
+    """Yields a ``quiesce.Loop(**kwargs)`` set as the current event loop; disposes of it."""
+    new_loop = quiesce.Loop(**kwargs)
     asyncio.set_event_loop(new_loop)
     try:
         yield new_loop
@@ -65,34 +64,24 @@ def loop() -> Iterator[quiesce.Loop]:
             dispose_loop(new_loop)
         finally:
             asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def loop() -> Iterator[quiesce.Loop]:
+    """A FIFO ``quiesce.Loop`` on the virtual clock, set as the current event loop."""
+    yield from current_loop()
 
 
 @pytest.fixture(params=["virtual", "real"])
 def any_clock_loop(request: pytest.FixtureRequest) -> Iterator[quiesce.Loop]:
     """A FIFO ``quiesce.Loop`` on each clock, set as the current event loop."""
-    new_loop = quiesce.Loop(clock=request.param)
-    asyncio.set_event_loop(new_loop)
-    try:
-        yield new_loop
-    finally:
-        try:
-            dispose_loop(new_loop)
-        finally:
-            asyncio.set_event_loop(None)
+    yield from current_loop(clock=request.param)
 
 
 @pytest.fixture
 def real_loop() -> Iterator[quiesce.Loop]:
     """A FIFO ``quiesce.Loop(clock="real")``, set as the current event loop."""
-    new_loop = quiesce.Loop(clock="real")
-    asyncio.set_event_loop(new_loop)
-    try:
-        yield new_loop
-    finally:
-        try:
-            dispose_loop(new_loop)
-        finally:
-            asyncio.set_event_loop(None)
+    yield from current_loop(clock="real")
 
 
 @pytest.fixture

@@ -9,7 +9,26 @@ if TYPE_CHECKING:
     from quiesce._report import Report
 
 
-class Deadlock(RuntimeError):
+class _StoppedWithReport(RuntimeError):
+    """A run stopped instead of hanging or spinning: ``tasks`` holds the tasks still pending,
+    ``report`` the loop's :class:`quiesce.Report` at that moment (also in the message)."""
+
+    tasks: Tuple[asyncio.Task, ...]
+    report: Optional[Report]
+
+    def __init__(
+        self,
+        message: str,
+        tasks: Iterable[asyncio.Task] = (),
+        *,
+        report: Optional[Report] = None,
+    ) -> None:
+        super().__init__(message)
+        self.tasks = tuple(tasks)
+        self.report = report
+
+
+class Deadlock(_StoppedWithReport):
     """The awaited result can never arrive (``kind="deadlock"``), or only outside activity
     could bring it and none has arrived within the loop's watchdog (``kind="potential
     deadlock"``).
@@ -20,8 +39,6 @@ class Deadlock(RuntimeError):
     pending timers, external activity, and cycles of tasks waiting on each other's locks.
     """
 
-    tasks: Tuple[asyncio.Task, ...]
-    report: Optional[Report]
     kind: str
 
     def __init__(
@@ -32,13 +49,11 @@ class Deadlock(RuntimeError):
         report: Optional[Report] = None,
         kind: str = "deadlock",
     ) -> None:
-        super().__init__(message)
-        self.tasks = tuple(tasks)
-        self.report = report
+        super().__init__(message, tasks, report=report)
         self.kind = kind
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(_StoppedWithReport):
     """A driving call exceeded its budget: more than ``max_steps`` callbacks without the loop
     becoming blocked (usually ``while True: await asyncio.sleep(0)``), or, in
     ``run_until_idle``, a jump past ``max_time`` (usually a periodic timer).
@@ -46,17 +61,3 @@ class BudgetExceeded(RuntimeError):
     The message guesses the cause and includes the loop's report. ``tasks`` holds the tasks
     that were still pending; ``report`` is the :class:`quiesce.Report`.
     """
-
-    tasks: Tuple[asyncio.Task, ...]
-    report: Optional[Report]
-
-    def __init__(
-        self,
-        message: str,
-        tasks: Iterable[asyncio.Task] = (),
-        *,
-        report: Optional[Report] = None,
-    ) -> None:
-        super().__init__(message)
-        self.tasks = tuple(tasks)
-        self.report = report

@@ -397,7 +397,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                     self._q_stalled_since = None
                     return
         if watched and not events and not self._q_has_ready() and self._q_stall_budget() <= 0:
-            raise self._q_deadlock_error(self._q_live_threads(), potential=True)
+            raise self._q_deadlock_error(potential=True)
 
     def _q_stall_budget(self) -> float:
         """Seconds of real time left before the watchdog fires (inf without a watchdog). The
@@ -437,18 +437,14 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             if self._q_stall_budget() > 0:
                 self._q_wait(_THREAD_POLL_SECONDS)
                 return
-            raise self._q_deadlock_error(threads, potential=True)
-        raise self._q_deadlock_error([])
+            raise self._q_deadlock_error(potential=True)
+        raise self._q_deadlock_error()
 
-    def _q_deadlock_error(
-        self, threads: List[threading.Thread], *, potential: bool = False, why: str = ""
-    ) -> Deadlock:
-        from quiesce._report import external_activity
-
+    def _q_deadlock_error(self, *, potential: bool = False, why: str = "") -> Deadlock:
         self._q_stalled_since = None
         report = self.report()
         if potential:
-            activity = external_activity(self, threads).lines()
+            activity = report.external.lines()
             waited_for = "; ".join(activity) if activity else "outside activity"
             why = why or (
                 f"nothing has run for {self._q_watchdog:g} s of real time (the loop's watchdog) "
@@ -486,7 +482,6 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             if self._q_until_idle:
                 return False
             raise self._q_deadlock_error(
-                [],
                 why=(
                     "the only pending timers belong to background tasks (quiesce.background), "
                     "which never count: nothing else can run"
@@ -495,16 +490,10 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return True
 
     def _q_only_background_timers(self) -> bool:
-        sleeping_on = {
-            id(waiter)
-            for task in list(self._q_background)
-            if not task.done() and (waiter := getattr(task, "_fut_waiter", None)) is not None
-        }
-        for handle in self._q_timer_handles():
-            args = getattr(handle, "_args", None) or ()
-            if not args or id(args[0]) not in sleeping_on:
-                return False
-        return True
+        from quiesce._report import sleepers_of, timer_owner
+
+        sleepers = sleepers_of(self._q_background)
+        return all(timer_owner(handle, sleepers) is not None for handle in self._q_timer_handles())
 
     def _q_wake_idle_waiters(self) -> None:
         """Every other task is blocked: resume the ``wait_all_tasks_blocked()`` callers."""

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
 
 from quiesce._tasks_report import (
     _await_chain,
     _natural_key,
     _safe_repr,
+    _state_of,
     _task_coro,
     _task_name,
+    _user_name_for,
     describe_task,
 )
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from quiesce._loop import Loop
 
 _LOCK_TYPES: Tuple[type, ...] = (asyncio.Lock,)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -163,64 +166,65 @@ class Report:
 # Reading the loop
 
 
-def _frames_and_objects(task: asyncio.Task) -> List[Any]:
-    """Coroutine-like objects and frames of ``task``'s await chain (for ``get_referents``)."""
-    coro = _task_coro(task)
-    if coro is None:
-        return []
-    items: List[Any] = []
-    for obj, frame in _await_chain(coro):
-        items.append(obj)
-        items.append(frame)
-    return items
+class _TaskFacts:
+    """What the report needs of one task, read off its await chain once."""
 
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task
+        self.name = _task_name(task)
+        self.done = task.done()
+        coro = _task_coro(task)
+        self.chain = _await_chain(coro) if coro is not None and not self.done else []
+        #: The lock whose ``acquire()`` the task is blocked in.
+        self.waits_on = self._lock_waited_on()
+        #: Locks whose ``async with`` block the task is inside (not the one it is entering).
+        self.entered = self._locks_entered()
 
-def _lock_waited_on(task: asyncio.Task) -> Optional[Any]:
-    """The lock whose ``acquire()`` ``task`` is blocked in, if any."""
-    coro = _task_coro(task)
-    if coro is None:
+    def _lock_waited_on(self) -> Optional[Any]:
+        acquire_code = asyncio.Lock.acquire.__code__
+        for _obj, frame in reversed(self.chain):
+            if frame.f_code is acquire_code:
+                owner = frame.f_locals.get("self")
+                return owner if isinstance(owner, _LOCK_TYPES) else None
         return None
-    acquire_code = asyncio.Lock.acquire.__code__
-    for _obj, frame in reversed(_await_chain(coro)):
-        if frame.f_code is acquire_code:
-            owner = frame.f_locals.get("self")
-            return owner if isinstance(owner, _LOCK_TYPES) else None
-    return None
 
-
-def _locks_entered(task: asyncio.Task) -> List[Any]:
-    """Locks whose ``async with`` block ``task`` has entered (or is entering), with
-    repetitions: one entry per ``__aexit__`` kept on a frame's value stack."""
-    found: List[Any] = []
-    try:
-        for item in _frames_and_objects(task):
-            for ref in gc.get_referents(item):
-                owner = getattr(ref, "__self__", None)
-                if isinstance(owner, _LOCK_TYPES) and getattr(ref, "__name__", "") == "__aexit__":
-                    found.append(owner)
-    except Exception:
-        return []
-    return found
-
-
-def lock_holders(tasks: Sequence[asyncio.Task]) -> Dict[int, asyncio.Task]:
-    """``id(lock) -> task`` for each locked lock whose holder the frames reveal."""
-    holders: Dict[int, asyncio.Task] = {}
-    for task in tasks:
-        if task.done():
-            continue
-        entered = _locks_entered(task)
-        waited = _lock_waited_on(task)
-        if waited is not None:
-            # ``async with lock:`` pushes ``__aexit__`` before awaiting ``acquire()``.
-            for index, lock in enumerate(entered):
-                if lock is waited:
-                    del entered[index]
+    def _locks_entered(self) -> List[Any]:
+        # One entry per ``__aexit__`` kept on a frame's value stack. ``async with lock:``
+        # pushes it before awaiting ``acquire()``, so the lock being acquired is there too.
+        found: List[Any] = []
+        try:
+            for obj, frame in self.chain:
+                for item in (obj, frame):
+                    for ref in gc.get_referents(item):
+                        owner = getattr(ref, "__self__", None)
+                        if isinstance(owner, _LOCK_TYPES) and (
+                            getattr(ref, "__name__", "") == "__aexit__"
+                        ):
+                            found.append(owner)
+        except Exception:
+            return []
+        if self.waits_on is not None:
+            for index, lock in enumerate(found):
+                if lock is self.waits_on:
+                    del found[index]
                     break
-        for lock in entered:
-            if lock.locked():
-                holders.setdefault(id(lock), task)
-    return holders
+        return found
+
+    def state(self, runnable: Set[int]) -> str:
+        """``runnable``, ``waiting``, ``running`` or ``done``."""
+        if self.done:
+            return "done"
+        if self.chain and _state_of(self.chain[0][0]) == "running":
+            return "running"
+        waiter = getattr(self.task, "_fut_waiter", None)
+        if id(self.task) in runnable or waiter is None or waiter.done():
+            return "runnable"
+        return "waiting"
+
+    def lock_text(self, lock: Any) -> str:
+        """A held lock as this task's code names it (``first (Lock)``), else its repr."""
+        name = _user_name_for(self.chain, lock)
+        return f"`{name}` ({type(lock).__name__})" if name else _safe_repr(lock, 120)
 
 
 def _find_cycles(edges: Dict[int, int]) -> List[List[int]]:
@@ -241,35 +245,21 @@ def _find_cycles(edges: Dict[int, int]) -> List[List[int]]:
     return cycles
 
 
-def _task_state(task: asyncio.Task, runnable: set) -> str:
-    if task.done():
-        return "done"
-    coro = _task_coro(task)
-    chain = _await_chain(coro) if coro is not None else []
-    if chain:
-        try:
-            import inspect
-
-            if inspect.iscoroutine(chain[0][0]) and (
-                inspect.getcoroutinestate(chain[0][0]) == "CORO_RUNNING"  # type: ignore[arg-type]
-            ):
-                return "running"
-        except Exception:
-            pass
-    waiter = getattr(task, "_fut_waiter", None)
-    if id(task) in runnable or waiter is None or waiter.done():
-        return "runnable"
-    return "waiting"
-
-
-def _timer_task(handle: Any, waiters: Dict[int, str]) -> Optional[str]:
-    """The task woken by a timer whose first argument is the future it sleeps on."""
+def timer_owner(handle: Any, sleepers: Dict[int, T]) -> Optional[T]:
+    """What ``sleepers`` maps the future a timer wakes to (``asyncio.sleep`` and friends pass
+    that future as the timer callback's first argument)."""
     args = getattr(handle, "_args", None) or ()
-    for arg in args[:1]:
-        name = waiters.get(id(arg))
-        if name is not None:
-            return name
-    return None
+    return sleepers.get(id(args[0])) if args else None
+
+
+def sleepers_of(tasks: Iterable[asyncio.Task]) -> Dict[int, asyncio.Task]:
+    """``id(awaited future) -> task`` for the tasks among ``tasks`` that wait on a future."""
+    found: Dict[int, asyncio.Task] = {}
+    for task in tasks:
+        waiter = getattr(task, "_fut_waiter", None)
+        if waiter is not None and not task.done():
+            found[id(waiter)] = task
+    return found
 
 
 def _describe_callback(handle: Any) -> str:
@@ -284,85 +274,65 @@ def _describe_callback(handle: Any) -> str:
 def build_report(loop: Loop) -> Report:
     """The :class:`Report` of ``loop`` now."""
     # all_tasks() is a set: sort by name so that reports and cycles read the same every run.
-    tasks = sorted(asyncio.all_tasks(loop), key=lambda task: _natural_key(_task_name(task)))
-    background = loop._q_background
-    runnable = {id(getattr(cb, "__self__", None)) for cb in _ready_callbacks(loop)}
-    holders = lock_holders(tasks)
-    holds: Dict[int, List[str]] = {}
-    for lock_id, task in holders.items():
-        holds.setdefault(id(task), []).append(_lock_text(lock_id, task))
-
-    reports: List[Tuple[Tuple[Any, ...], TaskReport]] = []
-    for position, task in enumerate(tasks):
-        name = _task_name(task)
-        description = describe_task(task)
-        waited = _lock_waited_on(task) if not task.done() else None
-        if waited is not None:
-            holder = holders.get(id(waited))
-            who = f"Task {_task_name(holder)!r}" if holder is not None else "an unknown task"
-            description += f"\n  the lock is held by {who}"
-        report = TaskReport(
-            name=name,
-            state=_task_state(task, runnable),
-            description=description,
-            background=task in background,
-            holds=tuple(holds.get(id(task), ())),
-            task=task,
-        )
-        reports.append(((_natural_key(name), position), report))
-    reports.sort(key=lambda item: item[0])
-
-    waiters = {
-        id(getattr(task, "_fut_waiter", None)): _task_name(task)
-        for task in tasks
-        if getattr(task, "_fut_waiter", None) is not None
-    }
-    timers = tuple(
-        TimerReport(handle.when(), _describe_callback(handle), _timer_task(handle, waiters))
-        for handle in loop._q_timer_handles()
-        if not handle.cancelled()
+    facts = sorted(
+        (_TaskFacts(task) for task in asyncio.all_tasks(loop)),
+        key=lambda fact: _natural_key(fact.name),
     )
+    runnable = {id(getattr(cb, "__self__", None)) for cb in _ready_callbacks(loop)}
+    holders: Dict[int, _TaskFacts] = {}
+    for fact in facts:
+        for lock in fact.entered:
+            if lock.locked():
+                holders.setdefault(id(lock), fact)
+
+    reports: List[TaskReport] = []
+    for fact in facts:
+        description = describe_task(fact.task)
+        if fact.waits_on is not None:
+            holder = holders.get(id(fact.waits_on))
+            who = f"Task {holder.name!r}" if holder is not None else "an unknown task"
+            description += f"\n  the lock is held by {who}"
+        held = [fact.lock_text(lock) for lock in fact.entered if holders.get(id(lock)) is fact]
+        reports.append(
+            TaskReport(
+                name=fact.name,
+                state=fact.state(runnable),
+                description=description,
+                background=fact.task in loop._q_background,
+                holds=tuple(dict.fromkeys(held)),
+                task=fact.task,
+            )
+        )
+
+    sleepers = sleepers_of(fact.task for fact in facts)
+    timers = []
+    for handle in loop._q_timer_handles():
+        if not handle.cancelled():
+            owner = timer_owner(handle, sleepers)
+            name = _task_name(owner) if owner is not None else None
+            timers.append(TimerReport(handle.when(), _describe_callback(handle), name))
 
     edges: Dict[int, int] = {}
-    by_id = {id(task): task for task in tasks}
-    for task in tasks:
-        if task.done():
-            continue
-        waited = _lock_waited_on(task)
-        target: Optional[asyncio.Task] = None
-        if waited is not None:
-            target = holders.get(id(waited))
-        else:
-            waiter = getattr(task, "_fut_waiter", None)
-            if waiter is not None and id(waiter) in by_id:
-                target = waiter
+    by_task = {id(fact.task): fact for fact in facts}
+    for fact in facts:
+        target: Optional[_TaskFacts] = None
+        if fact.waits_on is not None:
+            target = holders.get(id(fact.waits_on))
+        elif not fact.done:
+            target = by_task.get(id(getattr(fact.task, "_fut_waiter", None)))
         if target is not None:
-            edges[id(task)] = id(target)
-    cycles = tuple(
-        tuple(_task_name(by_id[node]) for node in cycle) for cycle in _find_cycles(edges)
-    )
+            edges[id(fact)] = id(target)
+    by_fact = {id(fact): fact for fact in facts}
+    cycles = tuple(tuple(by_fact[node].name for node in cycle) for cycle in _find_cycles(edges))
     return Report(
         time=loop.time(),
         clock=loop.clock,
         runnable_callbacks=len(loop._q_ready_handles()),
-        tasks=tuple(report for _key, report in reports),
-        timers=timers,
+        tasks=tuple(reports),
+        timers=tuple(timers),
         external=external_activity(loop),
         cycles=cycles,
     )
-
-
-def _lock_text(lock_id: int, holder: asyncio.Task) -> str:
-    """The held lock as the holder's code names it (``first (Lock)``), else its repr."""
-    from quiesce._tasks_report import _user_name_for
-
-    coro = _task_coro(holder)
-    chain = _await_chain(coro) if coro is not None else []
-    for lock in _locks_entered(holder):
-        if id(lock) == lock_id:
-            name = _user_name_for(chain, lock)
-            return f"`{name}` ({type(lock).__name__})" if name else _safe_repr(lock, 120)
-    return "a lock"
 
 
 def _ready_callbacks(loop: Loop) -> List[Any]:
@@ -374,9 +344,7 @@ def _ready_callbacks(loop: Loop) -> List[Any]:
     return callbacks
 
 
-def external_activity(
-    loop: Loop, threads: Optional[Sequence[threading.Thread]] = None
-) -> ExternalActivity:
+def external_activity(loop: Loop) -> ExternalActivity:
     """The external activity in flight on ``loop``."""
     fds: List[str] = []
     selector = getattr(loop, "_selector", None)
@@ -398,8 +366,7 @@ def external_activity(
     signals = tuple(
         f"signal {number}" for number in sorted(getattr(loop, "_signal_handlers", {}) or {})
     )
-    if threads is None:
-        threads = loop._q_live_threads()
+    threads = loop._q_live_threads()
     children = [transport for transport in list(loop._q_children)]
     return ExternalActivity(
         executor_jobs=loop._q_executor_jobs(0) - len(children),
