@@ -14,9 +14,22 @@ from __future__ import annotations
 from quiesce._background import background
 from quiesce._core import Handle, TimerHandle
 from quiesce._errors import BudgetExceeded, Deadlock
+from quiesce._explore import (
+    ExplorationFailed,
+    ExploreResult,
+    Failure,
+    NondeterminismError,
+    ReplayDiverged,
+    check_determinism,
+    explore,
+    replay,
+)
+from quiesce._faults import buggify, hold
 from quiesce._idle import wait_all_tasks_blocked
 from quiesce._loop import DEFAULT_MAX_STEPS, DEFAULT_MAX_TIME, DEFAULT_WATCHDOG, Loop
 from quiesce._report import ExternalActivity, Report, TaskReport, TimerReport
+from quiesce._run import run
+from quiesce._unittest import TestCase
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -24,14 +37,26 @@ __all__ = [
     "DEFAULT_WATCHDOG",
     "BudgetExceeded",
     "Deadlock",
+    "ExplorationFailed",
+    "ExploreResult",
     "ExternalActivity",
+    "Failure",
     "Handle",
     "Loop",
+    "NondeterminismError",
+    "ReplayDiverged",
     "Report",
     "TaskReport",
+    "TestCase",
     "TimerHandle",
     "TimerReport",
     "background",
+    "buggify",
+    "check_determinism",
+    "explore",
+    "hold",
+    "replay",
+    "run",
     "wait_all_tasks_blocked",
 ]
 

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from asyncio import format_helpers
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from quiesce._core import CoreLoop
 from quiesce._errors import BudgetExceeded, Deadlock
@@ -46,6 +46,41 @@ _MAX_SELECT_TIMEOUT = 24 * 3600.0
 
 _CLOCKS = ("virtual", "real")
 
+#: Scheduling policies a Loop takes (see :class:`Loop`).
+POLICIES = ("fifo", "random", "pct", "replay")
+
+#: Default PCT bug depth: finds bugs that need up to two forced preemptions.
+DEFAULT_PCT_DEPTH = 3
+
+#: Default PCT horizon (expected number of scheduling decisions in a run), used when nothing
+#: better is known; ``quiesce.explore`` measures it instead.
+DEFAULT_PCT_HORIZON = 100
+
+
+def _check_policy(policy: Optional[str], seed: Optional[int], schedule: Optional[str]) -> str:
+    if policy is None:
+        if schedule is not None:
+            return "replay"
+        return "fifo" if seed is None else "random"
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
+    if policy in ("random", "pct") and seed is None:
+        raise ValueError(f"policy={policy!r} draws its choices from a seed: pass seed=<int>")
+    if (policy == "replay") != (schedule is not None):
+        raise ValueError(
+            "schedule= and policy='replay' go together: pass schedule='q1-...' "
+            "(the string a failure printed) and leave policy unset"
+        )
+    return policy
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
 
 def _check_seed(seed: object) -> Optional[int]:
     if seed is None:
@@ -73,7 +108,14 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     ``seed=None`` runs callbacks first-in first-out, like stock asyncio. An integer seed picks
     among runnable tasks pseudo-randomly, identically on every run and every supported Python,
-    while keeping the orders correct asyncio code relies on (see the README).
+    while keeping the orders correct asyncio code relies on (see the README); timers due at the
+    same instant fire in a seeded order too.
+
+    ``policy`` chooses how: ``"fifo"`` (stock order), ``"random"`` (uniform, the default when a
+    seed is given), ``"pct"`` (probabilistic concurrency testing: seeded task priorities with
+    ``pct_depth - 1`` priority drops spread over ``pct_horizon`` decisions), or ``"replay"``
+    with ``schedule="q1-..."``: exactly the decisions a previous run recorded (see
+    :attr:`schedule`).
 
     ``clock="virtual"`` (the default) starts ``time()`` at 0.0 and moves it only when nothing
     can run before the next timer, or when a test calls :meth:`advance`. ``clock="real"``
@@ -91,6 +133,10 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         seed: Optional[int] = None,
         clock: str = "virtual",
         watchdog: Optional[float] = DEFAULT_WATCHDOG,
+        policy: Optional[str] = None,
+        schedule: Optional[str] = None,
+        pct_depth: int = DEFAULT_PCT_DEPTH,
+        pct_horizon: int = DEFAULT_PCT_HORIZON,
     ) -> None:
         seed = _check_seed(seed)
         if clock not in _CLOCKS:
@@ -98,7 +144,23 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         watchdog = _check_seconds("watchdog", watchdog)
         if watchdog == 0:
             raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
-        self._q_configure(seed, clock, time.get_clock_info("monotonic").resolution)
+        if schedule is not None and not isinstance(schedule, str):
+            raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
+        policy = _check_policy(policy, seed, schedule)
+        pct_depth = _check_positive_int("pct_depth", pct_depth)
+        pct_horizon = _check_positive_int("pct_horizon", pct_horizon)
+        self._q_configure(
+            policy,
+            seed,
+            pct_depth,
+            pct_horizon,
+            schedule,
+            clock,
+            time.get_clock_info("monotonic").resolution,
+        )
+        self._q_policy = policy
+        self._q_trace_log: Optional[List[Tuple[str, float]]] = None
+        self._q_faults_fired: List[Tuple[str, float]] = []
         self._q_seed = seed
         self._q_clock = clock
         self._q_watchdog = watchdog
@@ -125,6 +187,24 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def seed(self) -> Optional[int]:
         """The scheduling seed, or None for FIFO order."""
         return self._q_seed
+
+    @property
+    def policy(self) -> str:
+        """``"fifo"``, ``"random"``, ``"pct"`` or ``"replay"``."""
+        return self._q_policy
+
+    @property
+    def schedule(self) -> str:
+        """The schedule string of the scheduling decisions made so far (``"q1-"`` for stock
+        order). ``quiesce.Loop(schedule=...)`` or ``quiesce.replay`` repeats them exactly."""
+        return self._q_schedule()
+
+    def decisions(self) -> List[tuple]:
+        """Every scheduling decision made so far, as ``(kind, options, chosen, time)``:
+        ``kind`` is ``"lane"`` (which task or callback runs next), ``"timer-tie"`` (which of
+        the timers due at one instant fires next) or ``"fault"`` (a fault point);
+        ``chosen`` 0 is what stock asyncio would do; ``time`` is the virtual time."""
+        return self._q_decisions()
 
     @property
     def clock(self) -> str:
@@ -535,6 +615,13 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         message = f"{what}. Likely cause: {cause}. {where}. {fix}\n\n{report}"
         pending = [task.task for task in report.pending_tasks if task.task is not None]
         return BudgetExceeded(message, pending, report=report)
+
+    def _q_trace(self, entry: Any) -> None:
+        """Called before each callback runs while tracing (the determinism self-check)."""
+        from quiesce._explore import describe_entry
+
+        if self._q_trace_log is not None:
+            self._q_trace_log.append((describe_entry(entry), self.time()))
 
     def _q_callback_error(self, handle: Any, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)

@@ -1,15 +1,15 @@
 //! Micro-benchmarks of the core's hot operations.
 use criterion::{criterion_group, criterion_main, Criterion};
-use quiesce_core::{Policy, ReadyQueue, TimerQueue, PLAIN_LANE};
+use quiesce_core::{Policy, ReadyQueue, TimerQueue, FRESH_OWNER, PLAIN_LANE};
 use std::hint::black_box;
 
 fn ready(c: &mut Criterion) {
-    for (name, policy) in [("fifo", Policy::Fifo), ("seeded", Policy::Seeded(7))] {
+    for (name, policy) in [("fifo", Policy::Fifo), ("random", Policy::Random { seed: 7 })] {
         c.bench_function(&format!("ready_push_pop_{name}"), |b| {
-            let mut q = ReadyQueue::new(policy);
+            let mut q = ReadyQueue::new(policy.clone());
             b.iter(|| {
                 for i in 0..64u64 {
-                    q.push(if i % 2 == 0 { PLAIN_LANE } else { i }, i);
+                    q.push(if i % 2 == 0 { PLAIN_LANE } else { i }, FRESH_OWNER, i);
                 }
                 while let Some(v) = q.pop() {
                     black_box(v);

@@ -11,26 +11,50 @@
 
 pub mod clock;
 pub mod plan;
+pub mod policy;
 pub mod ready;
+pub mod schedule;
 pub mod timers;
 
 pub use clock::{validate_duration, ClockKind, DurationError, VirtualClock};
 pub use plan::{plan_idle, IdleAction, RunMode};
-pub use ready::{LaneKey, Policy, ReadyQueue, PLAIN_LANE};
+pub use policy::{Chooser, Decision, DecisionKind, Mismatch, Owner, Policy, FRESH_OWNER, PLAIN_OWNER};
+pub use ready::{permute_ties, LaneKey, ReadyQueue, PLAIN_LANE};
+pub use schedule::{next_bounded, Schedule, ScheduleError};
 pub use timers::{TimerId, TimerQueue};
+
+/// Where a piece of work will run: its lane, and the lane's owner (see [`ReadyQueue::push`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub lane: LaneKey,
+    pub owner: Owner,
+}
+
+impl Placement {
+    /// Plain callbacks: the shared FIFO lane.
+    pub const PLAIN: Placement = Placement { lane: PLAIN_LANE, owner: PLAIN_OWNER };
+}
 
 /// Ready queue, timers and virtual clock of one loop.
 pub struct Scheduler<T> {
     ready: ReadyQueue<T>,
-    timers: TimerQueue<(LaneKey, T)>,
+    timers: TimerQueue<(Placement, T)>,
     clock_kind: ClockKind,
     clock: VirtualClock,
+    /// Reused buffer for the timers released in one turn (only when ties can be permuted).
+    released: Vec<(f64, Placement, T)>,
 }
 
 impl<T> Scheduler<T> {
     /// An empty scheduler.
     pub fn new(clock_kind: ClockKind, policy: Policy) -> Self {
-        Self { ready: ReadyQueue::new(policy), timers: TimerQueue::new(), clock_kind, clock: VirtualClock::new() }
+        Self {
+            ready: ReadyQueue::new(policy),
+            timers: TimerQueue::new(),
+            clock_kind,
+            clock: VirtualClock::new(),
+            released: Vec::new(),
+        }
     }
 
     /// The clock this scheduler runs on.
@@ -44,7 +68,7 @@ impl<T> Scheduler<T> {
     }
 
     /// The timer queue (payloads carry the lane they will join when due).
-    pub fn timers(&self) -> &TimerQueue<(LaneKey, T)> {
+    pub fn timers(&self) -> &TimerQueue<(Placement, T)> {
         &self.timers
     }
 
@@ -54,8 +78,23 @@ impl<T> Scheduler<T> {
     }
 
     /// Makes `entry` runnable.
-    pub fn push_ready(&mut self, lane: LaneKey, entry: T) {
-        self.ready.push(lane, entry);
+    pub fn push_ready(&mut self, at: Placement, entry: T) {
+        self.ready.push(at.lane, at.owner, entry);
+    }
+
+    /// The policy's decision maker.
+    pub fn chooser(&self) -> &Chooser {
+        self.ready.chooser()
+    }
+
+    /// A new owner id (see [`Chooser::fresh_owner`]).
+    pub fn fresh_owner(&mut self) -> Owner {
+        self.ready.chooser_mut().fresh_owner()
+    }
+
+    /// Whether a fault point fires (always false under FIFO); logged as a decision.
+    pub fn fault(&mut self, probability: f64) -> bool {
+        self.ready.chooser_mut().fault(probability)
     }
 
     /// The next runnable entry under the policy.
@@ -64,8 +103,8 @@ impl<T> Scheduler<T> {
     }
 
     /// Schedules `entry` to become runnable at `when` (loop time; must not be NaN).
-    pub fn schedule(&mut self, when: f64, lane: LaneKey, entry: T) -> TimerId {
-        self.timers.insert(when, (lane, entry))
+    pub fn schedule(&mut self, when: f64, at: Placement, entry: T) -> TimerId {
+        self.timers.insert(when, (at, entry))
     }
 
     /// Cancels a timer; returns its payload if it was still pending.
@@ -79,13 +118,33 @@ impl<T> Scheduler<T> {
     }
 
     /// Moves every timer due by `deadline` (inclusive or not) to the ready queue, in deadline
-    /// order; returns how many moved.
+    /// order; returns how many moved. Under a policy other than FIFO, timers due at the same
+    /// instant join in an order the policy chooses.
     pub fn release_due(&mut self, deadline: f64, inclusive: bool) -> usize {
-        let mut moved = 0;
-        while let Some((_, (lane, entry))) = self.timers.pop_due(deadline, inclusive) {
-            self.ready.push(lane, entry);
-            moved += 1;
+        if !self.ready.uses_lanes() {
+            let mut moved = 0;
+            while let Some((_, (at, entry))) = self.timers.pop_due(deadline, inclusive) {
+                self.ready.push(at.lane, at.owner, entry);
+                moved += 1;
+            }
+            return moved;
         }
+        let mut released = std::mem::take(&mut self.released);
+        while let Some((when, (at, entry))) = self.timers.pop_due(deadline, inclusive) {
+            released.push((when, at, entry));
+        }
+        let moved = released.len();
+        let mut start = 0;
+        while start < released.len() {
+            let when = released[start].0;
+            let end = start + released[start..].iter().take_while(|(w, _, _)| *w == when).count();
+            permute_ties(self.ready.chooser_mut(), &mut released[start..end]);
+            start = end;
+        }
+        for (_, at, entry) in released.drain(..) {
+            self.ready.push(at.lane, at.owner, entry);
+        }
+        self.released = released;
         moved
     }
 
@@ -97,6 +156,8 @@ impl<T> Scheduler<T> {
     /// Moves the virtual clock forward to `instant` (never back).
     pub fn move_clock_to(&mut self, instant: f64) {
         self.clock.move_to(instant);
+        let now = self.clock.now();
+        self.ready.chooser_mut().set_time(now);
     }
 
     /// Decides an idle turn (see [`plan_idle`]).
@@ -130,9 +191,9 @@ mod tests {
     #[test]
     fn due_timers_join_the_ready_queue_in_deadline_order() {
         let mut s = Scheduler::new(ClockKind::Virtual, Policy::Fifo);
-        s.schedule(2.0, PLAIN_LANE, "late");
-        s.schedule(1.0, PLAIN_LANE, "early");
-        s.push_ready(PLAIN_LANE, "ready");
+        s.schedule(2.0, Placement::PLAIN, "late");
+        s.schedule(1.0, Placement::PLAIN, "early");
+        s.push_ready(Placement::PLAIN, "ready");
         assert_eq!(s.release_due(1.5, true), 1);
         let order: Vec<_> = std::iter::from_fn(|| s.pop_ready()).collect();
         assert_eq!(order, vec!["ready", "early"]);
@@ -141,5 +202,29 @@ mod tests {
         assert_eq!(s.release_due(s.virtual_now(), true), 1);
         assert_eq!(s.pop_ready(), Some("late"));
         assert_eq!(s.plan_idle(RunMode::Forever, 2.0, false), IdleAction::Deadlock);
+    }
+
+    fn fire_order(policy: Policy) -> (Vec<&'static str>, Vec<Decision>) {
+        let mut s = Scheduler::new(ClockKind::Virtual, policy);
+        for (when, name) in [(1.0, "a"), (2.0, "x"), (1.0, "b"), (1.0, "c")] {
+            s.schedule(when, Placement::PLAIN, name);
+        }
+        s.move_clock_to(2.0);
+        s.release_due(2.0, true);
+        let order = std::iter::from_fn(|| s.pop_ready()).collect();
+        (order, s.chooser().log().to_vec())
+    }
+
+    #[test]
+    fn only_timers_due_at_the_same_instant_are_permuted() {
+        assert_eq!(fire_order(Policy::Fifo).0, vec!["a", "b", "c", "x"]);
+        let mut orders = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let (order, log) = fire_order(Policy::Random { seed });
+            assert_eq!(order[3], "x", "a later deadline never fires first");
+            assert!(log.iter().all(|d| d.kind == DecisionKind::TimerTie && d.time == 2.0));
+            orders.insert(order);
+        }
+        assert_eq!(orders.len(), 6, "every order of the three ties");
     }
 }

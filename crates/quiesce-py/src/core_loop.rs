@@ -23,8 +23,10 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use quiesce_core::{
-    validate_duration, ClockKind, IdleAction, LaneKey, Policy, RunMode, Scheduler, TimerId, PLAIN_LANE,
+    next_bounded, validate_duration, ClockKind, IdleAction, Owner, Placement, Policy, RunMode, Schedule, Scheduler,
+    TimerId, FRESH_OWNER,
 };
+use rustc_hash::FxHashMap;
 
 use crate::gil_cell::GilCell;
 use crate::handle::{Args, Handle, TimerHandle};
@@ -60,6 +62,11 @@ struct State {
     fd_map: Option<Py<PyDict>>,
     /// The loop's signal handlers (signals are outside activity).
     signal_handlers: Option<Py<PyDict>>,
+    /// Under PCT, each task's owner id, by address. The entry holds the task, so an address
+    /// cannot be reused by another task while it is listed; done tasks are purged.
+    task_owners: FxHashMap<usize, (Py<PyAny>, Owner)>,
+    /// Size of `task_owners` at which done tasks are next purged.
+    purge_owners_at: usize,
 }
 
 impl State {
@@ -92,6 +99,10 @@ pub struct CoreLoop {
     /// Call `_q_before_jump(when)` before each automatic clock jump (background tasks exist).
     jump_hook: AtomicBool,
     uses_lanes: AtomicBool,
+    /// The policy keeps per-task state (PCT): entries carry their task's owner id.
+    uses_owners: AtomicBool,
+    /// Call `_q_trace(entry)` before running each entry (the determinism self-check).
+    trace: AtomicBool,
     real_clock: AtomicBool,
     stopping: AtomicBool,
     closed: AtomicBool,
@@ -143,9 +154,35 @@ fn source_traceback(py: Python<'_>) -> PyResult<Py<PyAny>> {
     Ok(extract_stack.call1((frame,))?.unbind())
 }
 
-/// The lane an entry runs in under a seeded policy (see `quiesce_core::ready`): the future whose
-/// completion scheduled it, else the task whose step it is, else the shared plain lane.
-fn lane_for(callback: &Bound<'_, PyAny>, args: &Args, explicit_context: bool) -> PyResult<LaneKey> {
+fn decode_schedule(text: &str) -> PyResult<Schedule> {
+    Schedule::decode(text).map_err(|err| {
+        PyValueError::new_err(format!(
+            "not a quiesce schedule string ({err}): {text:?}; paste it as printed, e.g. 'q1-AwI'"
+        ))
+    })
+}
+
+/// The task a callback is bound to (a task's step or wake-up), if any.
+fn bound_task<'py>(callback: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = callback.py();
+    if is_plain_function(callback) {
+        return Ok(None);
+    }
+    match callback.getattr(intern!(py, "__self__")) {
+        Ok(owner) if owner.is_instance(task_types(py)?)? => Ok(Some(owner)),
+        _ => Ok(None),
+    }
+}
+
+/// Where an entry runs under a policy other than FIFO (see `quiesce_core::ready`): in the lane
+/// of the future whose completion scheduled it, else of the task whose step it is, else in the
+/// shared plain lane. The owner (used by PCT) is the task the entry will resume, if known.
+fn placement_for(
+    owners: Option<&CoreLoop>,
+    callback: &Bound<'_, PyAny>,
+    args: &Args,
+    explicit_context: bool,
+) -> PyResult<Placement> {
     let py = callback.py();
     // A future schedules its done-callbacks when it completes, each with the future as the one
     // argument and always with `context=`; a plain `call_soon(f, fut)` from user code has no
@@ -153,15 +190,22 @@ fn lane_for(callback: &Bound<'_, PyAny>, args: &Args, explicit_context: bool) ->
     if let (true, Some(first)) = (explicit_context, args.single()) {
         let first = first.bind(py);
         if first.is_instance(future_types(py)?)? && first.call_method0(intern!(py, "done"))?.is_truthy()? {
-            return Ok(first.as_ptr() as LaneKey);
+            let owner = match (owners, bound_task(callback)?) {
+                (Some(owners), Some(task)) => owners.owner_of(&task)?,
+                _ => FRESH_OWNER,
+            };
+            return Ok(Placement { lane: first.as_ptr() as u64, owner });
         }
     }
-    if is_plain_function(callback) {
-        return Ok(PLAIN_LANE);
-    }
-    match callback.getattr(intern!(py, "__self__")) {
-        Ok(owner) if owner.is_instance(task_types(py)?)? => Ok(owner.as_ptr() as LaneKey),
-        _ => Ok(PLAIN_LANE),
+    match bound_task(callback)? {
+        Some(task) => {
+            let owner = match owners {
+                Some(owners) => owners.owner_of(&task)?,
+                None => FRESH_OWNER,
+            };
+            Ok(Placement { lane: task.as_ptr() as u64, owner })
+        }
+        None => Ok(Placement::PLAIN),
     }
 }
 
@@ -215,6 +259,43 @@ fn check_when(value: f64, name: &str) -> PyResult<f64> {
 }
 
 impl CoreLoop {
+    /// The PCT owner id of `task`, assigned in the order tasks are first seen (deterministic).
+    fn owner_of(&self, task: &Bound<'_, PyAny>) -> PyResult<Owner> {
+        let py = task.py();
+        let key = task.as_ptr() as usize;
+        let (known, listed) = self.with(py, |s| {
+            let known = s.task_owners.get(&key).map(|(_, owner)| *owner);
+            let listed = (known.is_none() && s.task_owners.len() >= s.purge_owners_at)
+                .then(|| s.task_owners.iter().map(|(address, (t, _))| (*address, t.clone_ref(py))).collect::<Vec<_>>());
+            (known, listed)
+        })?;
+        if let Some(owner) = known {
+            return Ok(owner);
+        }
+        if let Some(listed) = listed {
+            // Done tasks never run again: forget them (outside the borrow, since asking a task
+            // whether it is done, or dropping it, may run Python code).
+            let mut done = Vec::new();
+            for (address, listed_task) in &listed {
+                if listed_task.bind(py).call_method0(intern!(py, "done"))?.is_truthy()? {
+                    done.push(*address);
+                }
+            }
+            let removed: Vec<_> = self.with(py, |s| {
+                let removed = done.iter().filter_map(|address| s.task_owners.remove(address)).collect();
+                s.purge_owners_at = (s.task_owners.len() * 2).max(64);
+                removed
+            })?;
+            drop(removed);
+            drop(listed);
+        }
+        self.with(py, |s| {
+            let owner = s.scheduler.fresh_owner();
+            s.task_owners.insert(key, (task.clone().unbind(), owner));
+            owner
+        })
+    }
+
     fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> R) -> PyResult<R> {
         self.state.with(py, f)
     }
@@ -259,7 +340,7 @@ impl CoreLoop {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<(Handle, LaneKey)> {
+    ) -> PyResult<(Handle, Placement)> {
         let py = slf.py();
         let explicit_context = context.is_some();
         let context = match context {
@@ -275,13 +356,17 @@ impl CoreLoop {
             }
         };
         let args = Args::from_tuple(args);
-        let lane = if self.uses_lanes.load(Ordering::Relaxed) {
-            lane_for(callback, &args, explicit_context)?
+        let placement = if self.uses_lanes.load(Ordering::Relaxed) {
+            let owners = self.uses_owners.load(Ordering::Relaxed).then_some(self);
+            placement_for(owners, callback, &args, explicit_context)?
         } else {
-            PLAIN_LANE
+            Placement::PLAIN
         };
         let source_traceback = if self.debug.load(Ordering::Relaxed) { Some(source_traceback(py)?) } else { None };
-        Ok((Handle::new(py, callback.clone().unbind(), args, context, slf.clone().unbind(), source_traceback)?, lane))
+        Ok((
+            Handle::new(py, callback.clone().unbind(), args, context, slf.clone().unbind(), source_traceback)?,
+            placement,
+        ))
     }
 
     fn schedule_at(
@@ -295,11 +380,11 @@ impl CoreLoop {
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         self.check_schedulable(slf, callback, method)?;
-        let (handle, lane) = self.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = self.new_handle(slf, callback, args, context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
         let timer = Bound::new(py, init)?;
         let entry = Ready(timer.clone().into_any().unbind());
-        let id = self.with(py, |s| s.scheduler.schedule(when, lane, entry))?;
+        let id = self.with(py, |s| s.scheduler.schedule(when, placement, entry))?;
         timer.get().set_timer_id(id);
         Ok(timer.unbind())
     }
@@ -395,11 +480,15 @@ impl CoreLoop {
                 clock_resolution: 1e-9,
                 fd_map: None,
                 signal_handlers: None,
+                task_owners: FxHashMap::default(),
+                purge_owners_at: 64,
             }),
             waiting: AtomicBool::new(false),
             idle_waiters: AtomicBool::new(false),
             jump_hook: AtomicBool::new(false),
             uses_lanes: AtomicBool::new(false),
+            uses_owners: AtomicBool::new(false),
+            trace: AtomicBool::new(false),
             real_clock: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             // Closed until asyncio's `__init__` opens it, so a loop whose construction failed
@@ -409,19 +498,103 @@ impl CoreLoop {
         }
     }
 
-    /// Sets the policy and clock; only before anything is scheduled.
-    fn _q_configure(&self, py: Python<'_>, seed: Option<u64>, clock: &str, clock_resolution: f64) -> PyResult<()> {
+    /// Sets the policy and clock; only before anything is scheduled. `policy` is "fifo",
+    /// "random" or "pct" (both need `seed`), or "replay" (needs `schedule`).
+    #[pyo3(signature = (policy, seed, depth, horizon, schedule, clock, clock_resolution))]
+    #[allow(clippy::too_many_arguments)]
+    fn _q_configure(
+        &self,
+        py: Python<'_>,
+        policy: &str,
+        seed: Option<u64>,
+        depth: u32,
+        horizon: u64,
+        schedule: Option<&str>,
+        clock: &str,
+        clock_resolution: f64,
+    ) -> PyResult<()> {
         let kind = ClockKind::parse(clock)
             .ok_or_else(|| PyValueError::new_err(format!("clock must be 'virtual' or 'real', got {clock:?}")))?;
-        let policy = seed.map_or(Policy::Fifo, Policy::Seeded);
+        let seed_for =
+            |name: &str| seed.ok_or_else(|| PyValueError::new_err(format!("the {name:?} policy needs a seed")));
+        let policy = match policy {
+            "fifo" => Policy::Fifo,
+            "random" => Policy::Random { seed: seed_for("random")? },
+            "pct" => Policy::Pct { seed: seed_for("pct")?, depth, horizon },
+            "replay" => {
+                let text = schedule.ok_or_else(|| PyValueError::new_err("the \"replay\" policy needs a schedule"))?;
+                Policy::Replay(decode_schedule(text)?)
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "policy must be 'fifo', 'random', 'pct' or 'replay', got {other:?}"
+                )))
+            }
+        };
+        let lanes = !policy.is_fifo();
+        let owners = matches!(policy, Policy::Pct { .. });
         let replaced = self.with(py, |s| {
             s.clock_resolution = clock_resolution;
-            std::mem::replace(&mut s.scheduler, Scheduler::new(kind, policy)).drain()
+            let owners = std::mem::take(&mut s.task_owners);
+            (std::mem::replace(&mut s.scheduler, Scheduler::new(kind, policy)).drain(), owners)
         })?;
         drop(replaced);
-        self.uses_lanes.store(seed.is_some(), Ordering::Relaxed);
+        self.uses_lanes.store(lanes, Ordering::Relaxed);
+        self.uses_owners.store(owners, Ordering::Relaxed);
         self.real_clock.store(kind == ClockKind::Real, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether a fault point with firing `probability` fires (always False under FIFO). The
+    /// answer is a logged decision, so schedules replay it.
+    fn _q_fault(&self, py: Python<'_>, probability: f64) -> PyResult<bool> {
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(PyValueError::new_err(format!("probability must be between 0 and 1, got {probability}")));
+        }
+        self.with(py, |s| s.scheduler.fault(probability))
+    }
+
+    /// The schedule string of the decisions made so far.
+    fn _q_schedule(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |s| s.scheduler.chooser().schedule().encode())
+    }
+
+    /// The decisions made so far, as (kind, options, chosen, virtual time) tuples.
+    fn _q_decisions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let log: Vec<(&'static str, u32, u32, f64)> = self.with(py, |s| {
+            s.scheduler.chooser().log().iter().map(|d| (d.kind.name(), d.options, d.chosen, d.time)).collect()
+        })?;
+        PyList::new(py, log)
+    }
+
+    /// Where a replayed schedule first did not fit: (decision index, kind, recorded, options).
+    fn _q_mismatch(&self, py: Python<'_>) -> PyResult<Option<(usize, &'static str, u32, u32)>> {
+        self.with(py, |s| s.scheduler.chooser().mismatch().map(|m| (m.index, m.kind.name(), m.recorded, m.options)))
+    }
+
+    /// Turns the per-entry `_q_trace` hook on or off.
+    fn _q_set_trace(&self, on: bool) {
+        self.trace.store(on, Ordering::Relaxed);
+    }
+
+    /// Checks a schedule string; returns its chosen indices.
+    #[staticmethod]
+    fn _q_decode_schedule(text: &str) -> PyResult<Vec<u32>> {
+        Ok(decode_schedule(text)?.into_choices())
+    }
+
+    /// The schedule string of `choices`.
+    #[staticmethod]
+    fn _q_encode_schedule(choices: Vec<u32>) -> String {
+        Schedule::from_choices(choices).encode()
+    }
+
+    /// Bounded exhaustive search: the choices to replay next after a run that made
+    /// `decisions` ((options, chosen) pairs), or None when every schedule within `bound`
+    /// delays has been run.
+    #[staticmethod]
+    fn _q_next_bounded(decisions: Vec<(u32, u32)>, bound: u64) -> Option<Vec<u32>> {
+        next_bounded(&decisions, bound)
     }
 
     /// Tells the core where asyncio keeps the watched fds and the signal handlers.
@@ -458,10 +631,10 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         this.check_schedulable(slf, callback, "call_soon")?;
-        let (handle, lane) = this.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
         let handle = Py::new(py, handle)?;
         let entry = Ready(handle.clone_ref(py).into_any());
-        this.with(py, |s| s.scheduler.push_ready(lane, entry))?;
+        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
         Ok(handle)
     }
 
@@ -480,10 +653,10 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         this.check_schedulable(slf, callback, "call_soon_threadsafe")?;
-        let (handle, lane) = this.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
         let handle = Py::new(py, handle)?;
         let entry = Ready(handle.clone_ref(py).into_any());
-        this.with(py, |s| s.scheduler.push_ready(lane, entry))?;
+        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
         if this.waiting.load(Ordering::Acquire) {
             slf.call_method0(intern!(py, "_write_to_self"))?;
         }
@@ -525,7 +698,7 @@ impl CoreLoop {
             return Ok(());
         }
         let entry = Ready(handle.clone().unbind());
-        slf.get().with(py, |s| s.scheduler.push_ready(PLAIN_LANE, entry))
+        slf.get().with(py, |s| s.scheduler.push_ready(Placement::PLAIN, entry))
     }
 
     /// Stock's hook for cancelled timers; our timers leave the queue in `TimerHandle.cancel`.
@@ -610,6 +783,9 @@ impl CoreLoop {
             }
             let Some(entry) = entry else { break };
             popped += 1;
+            if this.trace.load(Ordering::Relaxed) {
+                slf.call_method1(intern!(py, "_q_trace"), (entry.object(py),))?;
+            }
             if CoreLoop::dispatch(py, &entry)? {
                 remaining -= 1;
                 this.with(py, |s| {
@@ -737,7 +913,7 @@ impl CoreLoop {
                 s.scheduler.ready().len(),
                 s.scheduler.timers().len(),
                 s.scheduler.timers().heap_len(),
-                s.scheduler.ready().choices(),
+                s.scheduler.chooser().log().len(),
                 s.ran,
                 s.total_ran,
                 s.executor_jobs,

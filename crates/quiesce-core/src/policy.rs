@@ -1,0 +1,354 @@
+//! Scheduling policies: who decides each scheduling choice, and the log of what was decided.
+//!
+//! A *decision* is any point where the loop had more than one correct thing to do next: which
+//! lane of runnable work goes first ([`DecisionKind::Lane`]), in which order timers due at the
+//! same instant fire ([`DecisionKind::TimerTie`]), whether a fault point fires
+//! ([`DecisionKind::Fault`]). Every decision is a choice of an index in `0..options`, and index
+//! 0 is always what stock asyncio would do: the oldest runnable work first, ties in scheduling
+//! order, no fault. A run under any policy is therefore fully described by its list of chosen
+//! indices, which is what a schedule string encodes (see [`crate::schedule`]), and the zeros
+//! (the default) cost nothing to store.
+
+use rustc_hash::FxHashMap;
+
+use crate::schedule::Schedule;
+
+/// Identifies who a lane's work belongs to, for policies that keep per-owner state (PCT gives
+/// each owner a priority). The binding passes a task's ordinal; [`FRESH_OWNER`] lets the queue
+/// assign a new one.
+pub type Owner = u64;
+
+/// "No known owner": the queue assigns a fresh one when the lane appears.
+pub const FRESH_OWNER: Owner = 0;
+
+/// The owner of plain callbacks (one lane, one priority for the whole run).
+pub const PLAIN_OWNER: Owner = u64::MAX;
+
+/// Fresh owners are numbered from here, so they never meet the binding's task ordinals.
+const FIRST_FRESH_OWNER: Owner = 1 << 62;
+
+/// What a decision was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionKind {
+    /// Which lane of runnable work goes next (index into the lanes, oldest head first).
+    Lane,
+    /// Which of the timers due at one instant fires next (index into those left, in
+    /// scheduling order).
+    TimerTie,
+    /// Whether a fault point (`buggify`, hold points) fires: 0 no, 1 yes.
+    Fault,
+}
+
+impl DecisionKind {
+    /// A short stable name, for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionKind::Lane => "lane",
+            DecisionKind::TimerTie => "timer-tie",
+            DecisionKind::Fault => "fault",
+        }
+    }
+}
+
+/// One recorded decision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    /// How many options there were (at least 2; a forced move is not a decision).
+    pub options: u32,
+    /// The index chosen; 0 is stock asyncio's choice.
+    pub chosen: u32,
+    /// The loop's virtual time when it was made.
+    pub time: f64,
+}
+
+/// How choices are made.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Policy {
+    /// Always index 0: stock asyncio's order. Nothing is logged.
+    Fifo,
+    /// Uniformly random choices from a seeded generator.
+    Random { seed: u64 },
+    /// Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010): each owner gets a
+    /// random priority, the highest-priority runnable lane always goes next, and at `depth - 1`
+    /// random decision points the running owner drops below everyone else. `horizon` is the
+    /// expected number of lane decisions in a run (the change points are drawn from it).
+    Pct { seed: u64, depth: u32, horizon: u64 },
+    /// Replays recorded choices; after the last one, index 0.
+    Replay(Schedule),
+}
+
+impl Policy {
+    /// The stock-order policy.
+    pub fn is_fifo(&self) -> bool {
+        matches!(self, Policy::Fifo)
+    }
+}
+
+struct PctState {
+    depth: u32,
+    /// Lane decisions at which the chosen owner is demoted, ascending.
+    change_points: Vec<u64>,
+    next_change: usize,
+    lane_decisions: u64,
+    priorities: FxHashMap<Owner, u64>,
+}
+
+/// Where a replayed schedule stopped fitting the run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mismatch {
+    /// Index of the decision in the run's log.
+    pub index: usize,
+    pub kind: DecisionKind,
+    /// The recorded choice, which was not below `options`.
+    pub recorded: u32,
+    pub options: u32,
+}
+
+enum Strategy {
+    Fifo,
+    Random,
+    Pct(Box<PctState>),
+    Replay { choices: Vec<u32>, next: usize },
+}
+
+/// Makes and logs the decisions of one run under a [`Policy`].
+pub struct Chooser {
+    strategy: Strategy,
+    rng: fastrand::Rng,
+    log: Vec<Decision>,
+    now: f64,
+    mismatch: Option<Mismatch>,
+    next_fresh_owner: Owner,
+}
+
+impl Chooser {
+    /// A chooser for one run under `policy`.
+    pub fn new(policy: Policy) -> Self {
+        let (strategy, seed) = match policy {
+            Policy::Fifo => (Strategy::Fifo, 0),
+            Policy::Random { seed } => (Strategy::Random, seed),
+            Policy::Pct { seed, depth, horizon } => {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let horizon = horizon.max(1);
+                let mut change_points: Vec<u64> = (1..depth.max(1)).map(|_| rng.u64(1..=horizon)).collect();
+                change_points.sort_unstable();
+                let state = PctState {
+                    depth: depth.max(1),
+                    change_points,
+                    next_change: 0,
+                    lane_decisions: 0,
+                    priorities: FxHashMap::default(),
+                };
+                // The change points took the first draws; owners' priorities take the next.
+                return Self::with(Strategy::Pct(Box::new(state)), rng);
+            }
+            Policy::Replay(schedule) => (Strategy::Replay { choices: schedule.into_choices(), next: 0 }, 0),
+        };
+        Self::with(strategy, fastrand::Rng::with_seed(seed))
+    }
+
+    fn with(strategy: Strategy, rng: fastrand::Rng) -> Self {
+        Self { strategy, rng, log: Vec::new(), now: 0.0, mismatch: None, next_fresh_owner: FIRST_FRESH_OWNER }
+    }
+
+    /// Whether every choice is index 0 (nothing to decide, nothing to log).
+    pub fn is_fifo(&self) -> bool {
+        matches!(self.strategy, Strategy::Fifo)
+    }
+
+    /// Whether lane owners matter (only PCT keeps per-owner state).
+    pub fn uses_owners(&self) -> bool {
+        matches!(self.strategy, Strategy::Pct(_))
+    }
+
+    /// Sets the time stamped on the next decisions.
+    pub fn set_time(&mut self, now: f64) {
+        self.now = now;
+    }
+
+    /// A new owner id for a lane whose owner the binding did not name.
+    pub fn fresh_owner(&mut self) -> Owner {
+        self.next_fresh_owner += 1;
+        self.next_fresh_owner
+    }
+
+    /// The decisions made so far, in order.
+    pub fn log(&self) -> &[Decision] {
+        &self.log
+    }
+
+    /// The chosen indices so far, as a replayable schedule.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::from_choices(self.log.iter().map(|d| d.chosen).collect())
+    }
+
+    /// The first point where a replayed schedule did not fit: a recorded index out of range,
+    /// or (with `options` 0) a recorded non-default choice this run never reached.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        if self.mismatch.is_some() {
+            return self.mismatch;
+        }
+        match &self.strategy {
+            Strategy::Replay { choices, next } if *next < choices.len() => Some(Mismatch {
+                index: self.log.len(),
+                kind: DecisionKind::Lane,
+                recorded: choices[*next..].iter().copied().find(|c| *c != 0).unwrap_or(0),
+                options: 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Chooses which of `options` lanes runs next; `owner_of(i)` is the owner of lane `i`
+    /// (lanes ordered oldest head first).
+    pub fn choose_lane(&mut self, options: usize, owner_of: impl Fn(usize) -> Owner) -> usize {
+        debug_assert!(options >= 2);
+        let chosen = match &mut self.strategy {
+            Strategy::Pct(pct) => pct.choose(&mut self.rng, options, owner_of),
+            _ => return self.choose(DecisionKind::Lane, options as u32) as usize,
+        };
+        self.record(DecisionKind::Lane, options as u32, chosen as u32);
+        chosen
+    }
+
+    /// Chooses an index in `0..options` for a decision of `kind` (uniformly, under the random
+    /// policies).
+    pub fn choose(&mut self, kind: DecisionKind, options: u32) -> u32 {
+        debug_assert!(options >= 2);
+        let chosen = match &mut self.strategy {
+            Strategy::Fifo => return 0,
+            Strategy::Random | Strategy::Pct(_) => self.rng.u32(0..options),
+            Strategy::Replay { .. } => self.replayed(kind, options),
+        };
+        self.record(kind, options, chosen);
+        chosen
+    }
+
+    /// Whether a fault point with firing `probability` fires.
+    pub fn fault(&mut self, probability: f64) -> bool {
+        let fired = match &mut self.strategy {
+            Strategy::Fifo => return false,
+            Strategy::Random | Strategy::Pct(_) => self.rng.f64() < probability,
+            Strategy::Replay { .. } => self.replayed(DecisionKind::Fault, 2) == 1,
+        };
+        self.record(DecisionKind::Fault, 2, u32::from(fired));
+        fired
+    }
+
+    fn replayed(&mut self, kind: DecisionKind, options: u32) -> u32 {
+        let Strategy::Replay { choices, next } = &mut self.strategy else { return 0 };
+        let recorded = choices.get(*next).copied().unwrap_or(0);
+        *next += 1;
+        if recorded < options {
+            return recorded;
+        }
+        if self.mismatch.is_none() {
+            self.mismatch = Some(Mismatch { index: self.log.len(), kind, recorded, options });
+        }
+        0
+    }
+
+    fn record(&mut self, kind: DecisionKind, options: u32, chosen: u32) {
+        self.log.push(Decision { kind, options, chosen, time: self.now });
+    }
+}
+
+impl PctState {
+    fn priority(&mut self, rng: &mut fastrand::Rng, owner: Owner) -> u64 {
+        // Initial priorities live above every demoted one (those are < depth).
+        *self.priorities.entry(owner).or_insert_with(|| u64::from(self.depth) + rng.u64(..u64::MAX >> 1))
+    }
+
+    fn highest(&mut self, rng: &mut fastrand::Rng, options: usize, owner_of: &impl Fn(usize) -> Owner) -> usize {
+        let mut best = (0, 0);
+        for index in 0..options {
+            let priority = self.priority(rng, owner_of(index));
+            if index == 0 || priority > best.1 {
+                best = (index, priority);
+            }
+        }
+        best.0
+    }
+
+    fn choose(&mut self, rng: &mut fastrand::Rng, options: usize, owner_of: impl Fn(usize) -> Owner) -> usize {
+        self.lane_decisions += 1;
+        let mut chosen = self.highest(rng, options, &owner_of);
+        while self.change_points.get(self.next_change) == Some(&self.lane_decisions) {
+            // Demote the owner about to run below everyone; later change points go lower still.
+            self.next_change += 1;
+            let demoted = u64::from(self.depth) - self.next_change as u64;
+            self.priorities.insert(owner_of(chosen), demoted);
+            chosen = self.highest(rng, options, &owner_of);
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_always_picks_the_default_and_logs_nothing() {
+        let mut c = Chooser::new(Policy::Fifo);
+        assert_eq!(c.choose_lane(3, |i| i as u64), 0);
+        assert_eq!(c.choose(DecisionKind::TimerTie, 4), 0);
+        assert!(!c.fault(1.0));
+        assert!(c.log().is_empty());
+    }
+
+    #[test]
+    fn random_is_reproducible_and_logged() {
+        let draw = |seed| {
+            let mut c = Chooser::new(Policy::Random { seed });
+            let picks: Vec<usize> = (0..50).map(|_| c.choose_lane(5, |i| i as u64)).collect();
+            (picks, c.schedule())
+        };
+        let (a, schedule) = draw(9);
+        assert_eq!(draw(9).0, a);
+        assert_ne!(draw(10).0, a);
+        let mut replay = Chooser::new(Policy::Replay(schedule));
+        let again: Vec<usize> = (0..50).map(|_| replay.choose_lane(5, |i| i as u64)).collect();
+        assert_eq!(again, a);
+        assert_eq!(replay.mismatch(), None);
+    }
+
+    #[test]
+    fn replay_reports_a_choice_that_no_longer_fits() {
+        let mut c = Chooser::new(Policy::Replay(Schedule::from_choices(vec![0, 3])));
+        assert_eq!(c.choose(DecisionKind::Lane, 2), 0);
+        assert_eq!(c.choose(DecisionKind::Lane, 2), 0);
+        let mismatch = c.mismatch().expect("recorded 3 of 2 options");
+        assert_eq!((mismatch.index, mismatch.recorded, mismatch.options), (1, 3, 2));
+        assert_eq!(c.choose(DecisionKind::Lane, 2), 0, "past the recording: the default");
+
+        let short = Chooser::new(Policy::Replay(Schedule::from_choices(vec![0, 2])));
+        let unused = short.mismatch().expect("the run ended before the recorded choices");
+        assert_eq!((unused.index, unused.recorded, unused.options), (0, 2, 0));
+    }
+
+    #[test]
+    fn pct_runs_the_highest_priority_owner_until_a_change_point() {
+        // Depth 1: no change points, so one owner keeps winning whatever the lane order.
+        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 1, horizon: 10 });
+        let first = c.choose_lane(3, |i| [10, 20, 30][i]);
+        let owner = [10, 20, 30][first];
+        for rotation in 0..3 {
+            let owners = [[10, 20, 30], [20, 30, 10], [30, 10, 20]][rotation];
+            let pick = c.choose_lane(3, |i| owners[i]);
+            assert_eq!(owners[pick], owner);
+        }
+        // Depth 2 with horizon 1: the change point is the first decision, so the owner that
+        // would have run first is demoted there and loses to everyone from then on.
+        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 2, horizon: 1 });
+        let pick = [10, 20, 30][c.choose_lane(3, |i| [10, 20, 30][i])];
+        let Strategy::Pct(state) = &c.strategy else { unreachable!() };
+        let demoted: Vec<Owner> = state.priorities.iter().filter(|(_, p)| **p < 2).map(|(o, _)| *o).collect();
+        assert_eq!(demoted.len(), 1);
+        assert_ne!(demoted[0], pick);
+        for _ in 0..5 {
+            assert_ne!([10, 20, 30][c.choose_lane(3, |i| [10, 20, 30][i])], demoted[0]);
+        }
+    }
+}

@@ -1,0 +1,680 @@
+"""``quiesce.explore`` / ``quiesce.replay``: run an async test under many schedules, stop at
+the first failure, and reproduce it exactly from a schedule string.
+
+Every run happens on a fresh :class:`quiesce.Loop` whose policy makes the scheduling
+decisions (which task goes next, which of the timers due at one instant fires first, whether a
+fault point fires); the Rust core records each decision, and the schedule string encodes the
+non-default ones. Replaying a schedule makes the same decisions again, so a deterministic test
+fails the same way, on any machine and any supported Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Tuple
+
+from quiesce._core import CoreLoop
+from quiesce._errors import _StoppedWithReport
+from quiesce._loop import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MAX_TIME,
+    DEFAULT_PCT_DEPTH,
+    DEFAULT_PCT_HORIZON,
+    Loop,
+    _check_seconds,
+    _check_seed,
+)
+
+#: A test for :func:`explore`: a callable with no arguments returning a fresh coroutine.
+TestFactory = Callable[[], Awaitable[Any]]
+
+#: Exploration strategies :func:`explore` takes.
+STRATEGIES = ("auto", "random", "pct", "dfs", "fifo")
+
+#: Default number of runs of :func:`explore`.
+DEFAULT_RUNS = 200
+
+#: Default delay bound of the bounded exhaustive search (``policy="dfs"``).
+DEFAULT_BOUND = 2
+
+#: What ``policy="auto"`` cycles through after its first run (stock order, measured).
+_PORTFOLIO: Tuple[Tuple[str, int], ...] = (
+    ("random", 0),
+    ("pct", 2),
+    ("pct", 3),
+    ("random", 0),
+    ("pct", 1),
+)
+
+Decision = Tuple[str, int, int, float]
+
+
+class ExplorationFailed(AssertionError):
+    """:func:`explore` found a failing schedule. ``failure`` describes it (the error, the
+    seed, the schedule string and the line that replays it), ``result`` the whole exploration.
+    """
+
+    def __init__(self, result: ExploreResult) -> None:
+        assert result.failure is not None
+        super().__init__(str(result.failure))
+        self.result = result
+        self.failure: Failure = result.failure
+
+    @property
+    def schedule(self) -> str:
+        """The failing run's schedule string."""
+        return self.failure.schedule
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The failing run's seed (None for stock order and the bounded search)."""
+        return self.failure.seed
+
+
+class ReplayDiverged(AssertionError):
+    """:func:`replay` could not follow the schedule: at some decision it recorded a choice
+    that this run did not have (the test, or something it depends on, changed or is not
+    deterministic), and the test passed."""
+
+
+class NondeterminismError(AssertionError):
+    """The same schedule, run twice, did not make the same decisions or run the same
+    callbacks: something outside the loop's control steers the test. The message names the
+    first difference and the likely cause."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failing run found by :func:`explore`."""
+
+    #: 1-based number of the run among those explored.
+    run: int
+    #: The strategy of that run, e.g. ``"random"``, ``"pct(depth=3)"``, ``"dfs(delays<=2)"``.
+    policy: str
+    #: The run's seed (None for stock order and the bounded search).
+    seed: Optional[int]
+    #: The schedule string: ``quiesce.replay(test, schedule)`` reproduces the run.
+    schedule: str
+    #: What the test raised (a :class:`quiesce.Deadlock` for a deadlock), or the first
+    #: exception reported to the loop's exception handler.
+    error: BaseException
+    #: Virtual time when the run ended.
+    time: float
+    #: Scheduling decisions the run made, and how many of them differ from stock order.
+    decisions: int
+    deviations: int
+    #: Fault and hold points that fired, as ``(name, virtual time)``.
+    faults: Tuple[Tuple[str, float], ...]
+    #: The ``__qualname__`` of the test, for the replay line.
+    test_name: str
+    #: Whether replaying the schedule failed the same way again (None: not checked).
+    reproduced: Optional[bool] = None
+    #: If the determinism check saw two replays differ: where and why (else None).
+    nondeterminism: Optional[str] = None
+
+    def replay_line(self) -> str:
+        """The line that replays this run: ``quiesce.replay(test, "q1-...")``."""
+        return f'quiesce.replay({self.test_name}, "{self.schedule}")'
+
+    def __str__(self) -> str:
+        seed = "" if self.seed is None else f", seed {self.seed}"
+        lines = [
+            f"quiesce.explore: run {self.run} failed ({self.policy}{seed}) at virtual time "
+            f"{self.time!r}, after {self.decisions} scheduling decision(s), {self.deviations} "
+            "of them different from stock asyncio order.",
+            "Replay exactly:",
+            f"    {self.replay_line()}",
+        ]
+        if self.faults:
+            fired = ", ".join(f"{name!r} at t={when!r}" for name, when in self.faults)
+            lines.append(f"Fault points that fired: {fired}")
+        if self.reproduced and not self.nondeterminism:
+            lines.append("Checked: two replays fail the same way and make the same decisions.")
+        elif self.reproduced:
+            lines.append(
+                "Warning: two replays failed the same way, but the test is not deterministic "
+                "under quiesce, so the replay may not reproduce it elsewhere (see below)."
+            )
+        elif self.reproduced is False:
+            lines.append(
+                "Warning: replaying the schedule did NOT fail the same way; the test is not "
+                "deterministic under quiesce (see below)."
+            )
+        if self.nondeterminism:
+            lines.append(self.nondeterminism)
+        lines.append("")
+        lines.append(_describe_error(self.error))
+        return "\n".join(lines)
+
+
+@dataclass
+class ExploreResult:
+    """What :func:`explore` did: how many runs under which strategy, and the failure if one
+    was found."""
+
+    strategy: str
+    seed: int
+    runs: int = 0
+    failure: Optional[Failure] = None
+    #: For ``policy="dfs"``: every schedule within ``bound`` delays was run.
+    exhausted: bool = False
+    bound: Optional[int] = None
+    #: Distinct schedules run.
+    schedules: int = 0
+    #: Most scheduling decisions in one run.
+    max_decisions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """No failure found."""
+        return self.failure is None
+
+    def __str__(self) -> str:
+        if self.failure is not None:
+            return str(self.failure)
+        text = (
+            f"quiesce.explore: {self.runs} run(s) passed ({self.strategy}, seed {self.seed}); "
+            f"{self.schedules} distinct schedule(s), up to {self.max_decisions} decision(s) "
+            "per run."
+        )
+        if self.bound is not None:
+            if self.exhausted:
+                text += f" Every schedule with at most {self.bound} delay(s) was run."
+            else:
+                text += (
+                    f" The run budget ended before every schedule with at most {self.bound} "
+                    "delay(s) was run."
+                )
+        return text
+
+
+@dataclass
+class _Outcome:
+    error: Optional[BaseException]
+    schedule: str
+    decisions: List[Decision]
+    time: float
+    faults: List[Tuple[str, float]]
+    mismatch: Optional[Tuple[int, str, int, int]]
+    trace: Optional[List[Tuple[str, float]]] = None
+    evidence: Dict[str, bool] = field(default_factory=dict)
+
+
+def describe_entry(entry: Any) -> str:
+    """A stable description of a ready-queue entry for the determinism check: what it will
+    run, without addresses or per-process counters."""
+    callback = getattr(entry, "_callback", entry)
+    owner = getattr(callback, "__self__", None)
+    what = getattr(callback, "__name__", type(callback).__name__)
+    if isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro"):
+        coro = owner.get_coro()
+        name = getattr(coro, "__qualname__", type(coro).__name__)
+        return f"task {name}: {what}"
+    return getattr(callback, "__qualname__", what)
+
+
+def _describe_error(error: BaseException) -> str:
+    if isinstance(error, _StoppedWithReport):
+        return f"quiesce.{type(error).__qualname__}: {error}"
+    tb = error.__traceback__
+    # Start at the test's own frames, not at the runner that re-raised its result.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+
+
+def _check_test(test: object, caller: str) -> TestFactory:
+    if asyncio.iscoroutine(test):
+        test.close()
+        raise TypeError(
+            f"{caller}() got a coroutine object; pass the async function itself "
+            f"({caller}(test), not {caller}(test())): every run needs a fresh coroutine"
+        )
+    if not callable(test):
+        raise TypeError(
+            f"{caller}() needs a callable returning a fresh coroutine (an async def function "
+            f"with no arguments), got {type(test).__name__}"
+        )
+    return test  # type: ignore[return-value]
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+    return getattr(local, "_loop", None)
+
+
+def _dispose(loop: Loop) -> None:
+    """Cancels what is left, shuts down generators and the default executor, closes."""
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    except (Exception, asyncio.CancelledError):
+        pass  # a task that refuses to die must not hide the run's own outcome
+    finally:
+        loop.close()
+
+
+def _run_once(
+    test: TestFactory,
+    loop_options: Dict[str, Any],
+    *,
+    trace: bool = False,
+    max_time: Optional[float],
+    max_steps: Optional[int],
+) -> _Outcome:
+    """One run of ``test`` on a fresh loop: the coroutine runs as the main task until it
+    finishes; a deadlock, a budget overrun, the test's exception or an exception reported to
+    the loop's handler is the run's error."""
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError(
+            "quiesce.explore()/replay() run their own event loops; call them from synchronous "
+            "code, not from inside a running loop"
+        )
+    loop = Loop(**loop_options)
+    reported: List[Dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    if trace:
+        loop._q_trace_log = []
+        loop._q_set_trace(True)
+    threads_before = set(threading.enumerate())
+    previous = _current_loop()
+    asyncio.set_event_loop(loop)
+    error: Optional[BaseException] = None
+    evidence: Dict[str, bool] = {}
+    try:
+        coro = test()
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(
+                "the test must return a fresh coroutine each time it is called (an async def "
+                f"function with no arguments), but it returned {type(coro).__name__}"
+            )
+        main = loop.create_task(coro)
+
+        def main_done(_task: asyncio.Future) -> None:
+            loop.stop()
+
+        main.add_done_callback(main_done)
+        try:
+            loop.run_until_idle(max_time=max_time, max_steps=max_steps)
+            if not main.done():
+                raise loop._q_deadlock_error()
+            main.result()
+        except (Exception, asyncio.CancelledError) as exc:
+            error = exc
+        if error is None:
+            for context in reported:
+                exception = context.get("exception")
+                if isinstance(exception, asyncio.CancelledError):
+                    continue
+                error = exception or RuntimeError(context.get("message", "unhandled error"))
+                break
+        evidence = {
+            "threads": bool(set(threading.enumerate()) - threads_before)
+            or loop._default_executor is not None,
+            "io": len(loop._selector.get_map()) > 1,
+            "real clock": loop.clock == "real",
+        }
+        return _Outcome(
+            error=error,
+            schedule=loop.schedule,
+            decisions=loop.decisions(),
+            time=loop.time(),
+            faults=list(loop._q_faults_fired),
+            mismatch=loop._q_mismatch(),
+            trace=loop._q_trace_log,
+            evidence=evidence,
+        )
+    finally:
+        loop._q_set_trace(False)
+        _dispose(loop)
+        asyncio.set_event_loop(previous)
+
+
+def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
+    """Where two runs of one schedule differ, and the likely cause; None if they do not."""
+    trace_a, trace_b = first.trace or [], second.trace or []
+    index = next(
+        (i for i, (a, b) in enumerate(zip(trace_a, trace_b)) if a != b),
+        None if len(trace_a) == len(trace_b) else min(len(trace_a), len(trace_b)),
+    )
+    decision = next(
+        (i for i, (a, b) in enumerate(zip(first.decisions, second.decisions)) if a != b),
+        None
+        if len(first.decisions) == len(second.decisions)
+        else min(len(first.decisions), len(second.decisions)),
+    )
+    if index is None and decision is None:
+        return None
+    lines = ["Determinism check: two replays of this schedule differ."]
+    causes: List[str] = []
+    if index is not None:
+        a = trace_a[index] if index < len(trace_a) else ("(nothing: the run ended)", first.time)
+        b = trace_b[index] if index < len(trace_b) else ("(nothing: the run ended)", second.time)
+        lines.append(f"First differing callback: #{index + 1}")
+        lines.append(f"    first run:  {a[0]} at t={a[1]!r}")
+        lines.append(f"    second run: {b[0]} at t={b[1]!r}")
+        later_a = {label for label, _ in trace_a[index:]}
+        later_b = {label for label, _ in trace_b[index:]}
+        if a[0] == b[0] and a[1] != b[1]:
+            causes.append(
+                "the same work ran at a different virtual time: a wall-clock read "
+                "(time.time(), time.monotonic(), datetime.now()) or real I/O decided a delay"
+            )
+        elif a[0] in later_b or b[0] in later_a:
+            causes.append(
+                "the same work was queued in a different order: iteration over a set, or a "
+                "dict keyed by objects (asyncio.all_tasks() is a set; so is a set of tasks or "
+                "connections); sort it by something stable (a name) before iterating"
+            )
+    if decision is not None:
+        lines.append(f"First differing scheduling decision: #{decision + 1}")
+        for label, run in (("first run", first), ("second run", second)):
+            if decision < len(run.decisions):
+                kind, options, chosen, when = run.decisions[decision]
+                lines.append(
+                    f"    {label + ':':<12}{kind}, choice {chosen} of {options} options, t={when!r}"
+                )
+            else:
+                lines.append(f"    {label + ':':<12}(no decision: the run ended)")
+    if first.evidence.get("threads") or second.evidence.get("threads"):
+        causes.append(
+            "threads or executor jobs (run_in_executor, asyncio.to_thread) finish at "
+            "real-time instants"
+        )
+    if first.evidence.get("io") or second.evidence.get("io"):
+        causes.append("real I/O (sockets, pipes, subprocesses) completes at real-time instants")
+    if first.evidence.get("real clock"):
+        causes.append("the loop runs on the real clock: use clock='virtual'")
+    causes.append(
+        "state kept between runs (module globals, caches, class attributes) or unseeded "
+        "randomness (random, uuid.uuid4(), os.urandom())"
+    )
+    lines.append("Likely cause, most likely first: " + "; or ".join(causes) + ".")
+    return "\n".join(lines)
+
+
+def _deviations(decisions: List[Decision]) -> int:
+    return sum(1 for _, _, chosen, _ in decisions if chosen)
+
+
+def _same_failure(original: BaseException, again: Optional[BaseException]) -> bool:
+    return again is not None and type(again) is type(original)
+
+
+def explore(
+    test: TestFactory,
+    *,
+    runs: int = DEFAULT_RUNS,
+    policy: str = "auto",
+    seed: int = 0,
+    pct_depth: int = DEFAULT_PCT_DEPTH,
+    bound: int = DEFAULT_BOUND,
+    clock: str = "virtual",
+    max_time: Optional[float] = DEFAULT_MAX_TIME,
+    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+    check_determinism: bool = True,
+    raise_on_failure: bool = True,
+) -> ExploreResult:
+    """Runs ``test`` (an async function with no arguments, or any callable returning a fresh
+    coroutine) under up to ``runs`` schedules, each on a fresh :class:`quiesce.Loop`, and
+    stops at the first failure: an exception from the test, a :class:`quiesce.Deadlock`, a
+    :class:`quiesce.BudgetExceeded` (a run past ``max_time`` virtual seconds or ``max_steps``
+    callbacks), or an exception reported to the loop's handler (a task's exception never
+    retrieved, a failing callback).
+
+    ``policy``:
+
+    * ``"auto"`` (default): the stock order first, then random, PCT at depths 2, 3 and 1, in
+      turn. A good first choice.
+    * ``"random"``: every decision uniformly at random, run *i* with seed ``seed + i``.
+    * ``"pct"``: probabilistic concurrency testing with bug depth ``pct_depth``: finds, with
+      a guaranteed probability per run, bugs that need up to ``pct_depth - 1`` forced
+      preemptions; the horizon is measured from the runs.
+    * ``"dfs"``: bounded exhaustive search: every schedule that strays at most ``bound``
+      steps from stock order, fewest first; ``result.exhausted`` says whether all were run.
+    * ``"fifo"``: stock order only (one run).
+
+    On failure it raises :class:`ExplorationFailed` (an ``AssertionError``), whose message
+    names the seed, the schedule string and the line that replays it; with
+    ``raise_on_failure=False`` it returns the :class:`ExploreResult` instead. With
+    ``check_determinism`` (default) the failing schedule is replayed twice first, and the
+    failure says whether it reproduced, or where two replays diverged and why.
+    """
+    test = _check_test(test, "explore")
+    runs = _check_count("runs", runs, 1)
+    bound = _check_count("bound", bound, 0)
+    pct_depth = _check_count("pct_depth", pct_depth, 1)
+    seed = _check_seed(seed)
+    if seed is None:
+        raise TypeError("seed must be an int, got None")
+    if policy not in STRATEGIES:
+        raise ValueError(
+            f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
+        )
+    max_time = _check_seconds("max_time", max_time)
+    result = ExploreResult(strategy=policy, seed=seed, bound=bound if policy == "dfs" else None)
+    seen: set = set()
+    horizon = DEFAULT_PCT_HORIZON
+    run_options = {"max_time": max_time, "max_steps": max_steps}
+    plans = _dfs_plans(bound) if policy == "dfs" else None
+    last_decisions: List[Tuple[int, int]] = []
+
+    for index in range(1 if policy == "fifo" else runs):
+        if plans is not None:
+            choices = plans.send(None) if index == 0 else plans.send(last_decisions)
+            if choices is None:
+                result.exhausted = True
+                break
+            options: Dict[str, Any] = {"schedule": CoreLoop._q_encode_schedule(choices)}
+            label, run_seed = f"dfs(delays<={bound})", None
+        else:
+            strategy, depth = _strategy_for(policy, index, pct_depth)
+            run_seed = None if strategy == "replay" else (seed + index) % 2**64
+            options = _loop_options(strategy, run_seed, depth, horizon)
+            label = "fifo" if strategy == "replay" else strategy
+            if strategy == "pct":
+                label = f"pct(depth={depth})"
+        options["clock"] = clock
+        outcome = _run_once(test, options, **run_options)
+        result.runs += 1
+        seen.add(outcome.schedule)
+        lane_decisions = sum(1 for kind, *_ in outcome.decisions if kind == "lane")
+        horizon = max(horizon if result.runs > 1 else 1, lane_decisions, 1)
+        result.max_decisions = max(result.max_decisions, len(outcome.decisions))
+        last_decisions = [(options_, chosen) for _, options_, chosen, _ in outcome.decisions]
+        if outcome.error is not None:
+            result.failure = _failure(
+                test, outcome, index + 1, label, run_seed, clock, check_determinism, run_options
+            )
+            break
+    result.schedules = len(seen)
+    if result.failure is not None and raise_on_failure:
+        raise ExplorationFailed(result)
+    return result
+
+
+def _strategy_for(policy: str, index: int, pct_depth: int) -> Tuple[str, int]:
+    if policy == "auto":
+        if index == 0:
+            return "replay", 0
+        return _PORTFOLIO[(index - 1) % len(_PORTFOLIO)]
+    if policy == "fifo":
+        return "replay", 0
+    return policy, pct_depth
+
+
+def _loop_options(strategy: str, seed: Optional[int], depth: int, horizon: int) -> Dict[str, Any]:
+    if strategy == "replay":
+        # Stock order, but with decisions counted (the PCT horizon is measured from it).
+        return {"schedule": "q1-"}
+    if strategy == "pct":
+        return {"seed": seed, "policy": "pct", "pct_depth": depth, "pct_horizon": horizon}
+    return {"seed": seed, "policy": "random"}
+
+
+def _dfs_plans(
+    bound: int,
+) -> Generator[Optional[List[int]], List[Tuple[int, int]], None]:
+    """A generator of choice prefixes for the bounded search: send each run's decisions
+    ``(options, chosen)``, receive the next prefix (None when done). Bounds grow from 0 so
+    that the schedules closest to stock order come first; runs already made at a smaller
+    bound are not repeated, their recorded decisions are reused."""
+    known: Dict[Tuple[int, ...], List[Tuple[int, int]]] = {}
+    for current in range(bound + 1):
+        prefix: List[int] = []
+        while True:
+            key = tuple(prefix)
+            decisions = known.get(key)
+            if decisions is None:
+                decisions = yield prefix
+                known[key] = decisions
+            following = CoreLoop._q_next_bounded(decisions, current)
+            if following is None:
+                break
+            prefix = following
+    yield None
+
+
+def _failure(
+    test: TestFactory,
+    outcome: _Outcome,
+    run: int,
+    label: str,
+    seed: Optional[int],
+    clock: str,
+    check_determinism: bool,
+    run_options: Dict[str, Any],
+) -> Failure:
+    assert outcome.error is not None
+    reproduced: Optional[bool] = None
+    nondeterminism: Optional[str] = None
+    if check_determinism:
+        options = {"schedule": outcome.schedule, "clock": clock}
+        first = _run_once(test, options, trace=True, **run_options)
+        second = _run_once(test, options, trace=True, **run_options)
+        nondeterminism = _first_difference(first, second)
+        reproduced = _same_failure(outcome.error, first.error) and _same_failure(
+            outcome.error, second.error
+        )
+        if nondeterminism is None and (not reproduced or first.decisions != outcome.decisions):
+            nondeterminism = _first_difference(
+                _Outcome(
+                    outcome.error,
+                    outcome.schedule,
+                    outcome.decisions,
+                    outcome.time,
+                    outcome.faults,
+                    None,
+                    trace=[],
+                    evidence=outcome.evidence,
+                ),
+                first,
+            )
+    return Failure(
+        run=run,
+        policy=label,
+        seed=seed,
+        schedule=outcome.schedule,
+        error=outcome.error,
+        time=outcome.time,
+        decisions=len(outcome.decisions),
+        deviations=_deviations(outcome.decisions),
+        faults=tuple(outcome.faults),
+        test_name=getattr(test, "__qualname__", "test"),
+        reproduced=reproduced,
+        nondeterminism=nondeterminism,
+    )
+
+
+def replay(
+    test: TestFactory,
+    schedule: str,
+    *,
+    clock: str = "virtual",
+    max_time: Optional[float] = DEFAULT_MAX_TIME,
+    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+) -> None:
+    """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
+    decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
+    the run raised (the test's exception, a :class:`quiesce.Deadlock`, ...), or returns None
+    if it passed.
+
+    Raises :class:`ReplayDiverged` if the test passed but the schedule did not fit it (a
+    recorded choice this run did not have): the test changed, or it is not deterministic.
+    """
+    test = _check_test(test, "replay")
+    if not isinstance(schedule, str):
+        raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
+    CoreLoop._q_decode_schedule(schedule)  # a clear ValueError for a mangled string
+    outcome = _run_once(
+        test,
+        {"schedule": schedule, "clock": clock},
+        max_time=_check_seconds("max_time", max_time),
+        max_steps=max_steps,
+    )
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.mismatch is not None:
+        index, kind, recorded, options = outcome.mismatch
+        where = (
+            f"it records choice {recorded} at decision #{index + 1} or later, but this run "
+            f"made only {index} decision(s)"
+            if options == 0
+            else f"at decision #{index + 1} ({kind}) it records choice {recorded}, but this "
+            f"run had only {options} option(s)"
+        )
+        raise ReplayDiverged(
+            f"the schedule does not fit this run: {where}; the test passed. The test or what "
+            "it depends on changed since the schedule was recorded, or it is not "
+            "deterministic (quiesce.check_determinism(test) tells which)."
+        )
+
+
+def check_determinism(
+    test: TestFactory,
+    *,
+    schedule: Optional[str] = None,
+    seed: int = 0,
+    policy: str = "random",
+    clock: str = "virtual",
+    max_time: Optional[float] = DEFAULT_MAX_TIME,
+    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+) -> None:
+    """Runs ``test`` twice under the same schedule (``schedule``, or the one ``policy`` and
+    ``seed`` produce) and compares every scheduling decision, every callback run and the
+    virtual time of each. Raises :class:`NondeterminismError` naming the first difference and
+    its likely cause (threads, real I/O, wall-clock reads, iteration over sets, state kept
+    between runs); returns None if the runs match."""
+    test = _check_test(test, "check_determinism")
+    if policy not in ("random", "pct", "fifo"):
+        raise ValueError(f"policy must be 'random', 'pct' or 'fifo', got {policy!r}")
+    options: Dict[str, Any] = (
+        {"schedule": schedule}
+        if schedule is not None
+        else _loop_options("replay" if policy == "fifo" else policy, seed, DEFAULT_PCT_DEPTH, 100)
+    )
+    options["clock"] = clock
+    run_options = {"max_time": _check_seconds("max_time", max_time), "max_steps": max_steps}
+    first = _run_once(test, options, trace=True, **run_options)
+    if schedule is None:
+        options = {"schedule": first.schedule, "clock": clock}
+    second = _run_once(test, options, trace=True, **run_options)
+    difference = _first_difference(first, second)
+    if difference is not None:
+        raise NondeterminismError(difference)

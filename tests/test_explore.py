@@ -1,0 +1,425 @@
+"""quiesce.explore / replay / check_determinism, policies, timer ties and fault points."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import List
+
+import pytest
+from buggy_programs import PROGRAMS, hops, lost_update, missed_wakeup, timeout_tie
+
+import quiesce
+
+#: Failing schedules recorded once (by ``explore(program)`` with the defaults): the same
+#: strings must replay the same failure on every supported Python.
+RECORDED = {
+    "lost update": ("q1-AAEAAQABAwE", AssertionError),
+    "lock-order deadlock": ("q1-AAEAAQAB", quiesce.Deadlock),
+    "double init": ("q1-AAEAAQABAwE", AssertionError),
+    "missed wakeup": ("q1-AAEAAQAB", quiesce.Deadlock),
+    "dirty cancel": ("q1-AgEAAQAB", AssertionError),
+    "timeout tie": ("q1-AAEAAQAB", AssertionError),
+}
+
+
+def decisions_of(program, schedule: str) -> List[tuple]:
+    """The decisions a replay of ``schedule`` makes (run on a loop we keep)."""
+    loop = quiesce.Loop(schedule=schedule)
+    try:
+        task = loop.create_task(program())
+        try:
+            loop.run_until_complete(task)
+        except (AssertionError, quiesce.Deadlock):
+            pass
+        return loop.decisions()
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_each_buggy_program_passes_in_stock_order(name: str) -> None:
+    quiesce.replay(PROGRAMS[name], "q1-")
+    result = quiesce.explore(PROGRAMS[name], policy="fifo")
+    assert result.ok and result.runs == 1
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("policy", ["auto", "random", "pct", "dfs"])
+def test_explore_finds_each_buggy_program(name: str, policy: str) -> None:
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(PROGRAMS[name], policy=policy, runs=200)
+    failure = caught.value.failure
+    assert failure.reproduced is True and failure.nondeterminism is None
+    assert failure.deviations >= 1 and failure.schedule != "q1-"
+    expected = RECORDED[name][1]
+    assert isinstance(failure.error, expected)
+    assert failure.replay_line() in str(caught.value)
+    with pytest.raises(expected):
+        quiesce.replay(PROGRAMS[name], failure.schedule)
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_recorded_schedules_replay_exactly_on_this_python(name: str) -> None:
+    schedule, expected = RECORDED[name]
+    with pytest.raises(expected):
+        quiesce.replay(PROGRAMS[name], schedule)
+    first = decisions_of(PROGRAMS[name], schedule)
+    assert first == decisions_of(PROGRAMS[name], schedule)
+    assert quiesce.Loop._q_encode_schedule([chosen for _, _, chosen, _ in first]) == schedule
+
+
+def test_the_failure_message_tells_how_to_replay() -> None:
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(lost_update, seed=5)
+    text = str(caught.value)
+    assert f'quiesce.replay(lost_update, "{caught.value.schedule}")' in text
+    assert "lost update: balance is 1" in text
+    assert "Checked: two replays fail the same way" in text
+    assert "_explore.py" not in text, "the traceback starts at the test's own frames"
+    assert caught.value.seed == caught.value.failure.seed
+
+
+def test_a_deadlock_found_by_exploration_carries_the_report() -> None:
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(missed_wakeup)
+    error = caught.value.failure.error
+    assert isinstance(error, quiesce.Deadlock)
+    assert "Event.wait() on `ready` (Event, unset)" in str(caught.value)
+
+
+def test_random_runs_use_consecutive_seeds_that_reproduce_alone() -> None:
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(lost_update, policy="random", seed=100)
+    failure = caught.value.failure
+    assert failure.seed == 100 + failure.run - 1
+    with pytest.raises(quiesce.ExplorationFailed) as again:
+        quiesce.explore(lost_update, policy="random", seed=failure.seed, runs=1)
+    assert again.value.schedule == failure.schedule
+
+
+def test_bounded_search_of_a_correct_program_is_exhaustive() -> None:
+    async def correct() -> None:
+        lock = asyncio.Lock()
+        total = {"value": 0}
+
+        async def add() -> None:
+            async with lock:
+                current = total["value"]
+                await hops(1)
+                total["value"] = current + 1
+
+        await asyncio.gather(add(), add(), add())
+        assert total["value"] == 3
+
+    result = quiesce.explore(correct, policy="dfs", bound=2, runs=10_000)
+    assert result.ok and result.exhausted and result.bound == 2
+    assert result.runs == result.schedules > 1
+    assert "Every schedule with at most 2 delay(s) was run" in str(result)
+    small = quiesce.explore(correct, policy="dfs", bound=2, runs=2)
+    assert small.ok and not small.exhausted and "run budget ended" in str(small)
+
+
+def test_raise_on_failure_false_returns_the_result() -> None:
+    result = quiesce.explore(lost_update, raise_on_failure=False, check_determinism=False)
+    assert not result.ok and result.failure is not None
+    assert result.failure.reproduced is None
+    assert str(result) == str(result.failure)
+
+
+def test_an_exception_only_the_loop_saw_is_a_failure() -> None:
+    async def fire_and_forget() -> None:
+        async def crash() -> None:
+            raise ValueError("background job failed")
+
+        task = asyncio.ensure_future(crash())
+        await hops(2)
+        del task  # never awaited: asyncio only logs "Task exception was never retrieved"
+
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(fire_and_forget, policy="fifo")
+    assert isinstance(caught.value.failure.error, ValueError)
+
+
+def test_a_livelock_under_some_schedule_is_a_budget_failure_not_a_hang() -> None:
+    async def spin() -> None:
+        while True:
+            await asyncio.sleep(0)
+
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(spin, policy="fifo", max_steps=1000)
+    assert isinstance(caught.value.failure.error, quiesce.BudgetExceeded)
+
+
+def test_time_is_virtual_in_every_run() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(3600)
+        assert asyncio.get_running_loop().time() == 3600.0
+
+    assert quiesce.explore(slow, runs=20).ok
+
+
+def test_bad_arguments_get_clear_errors() -> None:
+    coro = lost_update()
+    with pytest.raises(TypeError, match=r"explore\(test\), not explore\(test\(\)\)"):
+        quiesce.explore(coro)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callable returning a fresh coroutine"):
+        quiesce.explore(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="policy must be one of"):
+        quiesce.explore(lost_update, policy="bfs")
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        quiesce.explore(lost_update, runs=0)
+    with pytest.raises(ValueError, match="not a quiesce schedule string"):
+        quiesce.replay(lost_update, "q2-xyz")
+    with pytest.raises(ValueError, match="not a quiesce schedule string"):
+        quiesce.replay(lost_update, "q1-***")
+    with pytest.raises(TypeError, match="must return a fresh coroutine"):
+        quiesce.replay(lambda: 42, "q1-")  # type: ignore[arg-type,return-value]
+
+
+def test_explore_refuses_to_run_inside_a_running_loop() -> None:
+    async def outer() -> None:
+        with pytest.raises(RuntimeError, match="from synchronous code"):
+            quiesce.explore(lost_update)
+
+    asyncio.run(outer())
+
+
+def test_replay_of_a_schedule_that_does_not_fit_says_so() -> None:
+    async def straight() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(quiesce.ReplayDiverged, match="does not fit this run"):
+        quiesce.replay(straight, "q1-AAU")  # choice 5 at decision 1: there is none
+
+
+def test_determinism_check_names_state_kept_between_runs() -> None:
+    runs = {"count": 0}
+
+    async def remembers() -> None:
+        runs["count"] += 1
+        tasks = [asyncio.ensure_future(hops(1)) for _ in range(runs["count"])]
+        await asyncio.gather(*tasks)
+
+    with pytest.raises(quiesce.NondeterminismError) as caught:
+        quiesce.check_determinism(remembers)
+    text = str(caught.value)
+    assert "First differing scheduling decision: #1" in text
+    assert "state kept between runs" in text
+
+
+def test_determinism_check_names_iteration_over_a_set() -> None:
+    def make_job(name: str):  # type: ignore[no-untyped-def]
+        def job() -> None:
+            pass
+
+        job.__qualname__ = f"job_{name}"
+        return job
+
+    kept: List[object] = []
+
+    async def set_order() -> None:
+        # A set of fresh objects iterates in address order, which differs between runs
+        # (the previous run's objects are kept alive, so the addresses are new).
+        jobs = {make_job(name) for name in ("alpha", "beta", "gamma", "delta", "epsilon")}
+        kept.append(jobs)
+        for job in jobs:
+            asyncio.get_running_loop().call_soon(job)
+        await hops(1)
+
+    for _ in range(10):
+        try:
+            quiesce.check_determinism(set_order)
+        except quiesce.NondeterminismError as error:
+            assert "iteration over a set" in str(error)
+            assert "job_" in str(error)
+            return
+    pytest.fail("ten pairs of runs iterated a set of fresh objects in the same order")
+
+
+def test_a_deterministic_test_passes_the_check() -> None:
+    for program in PROGRAMS.values():
+        try:
+            quiesce.check_determinism(program, policy="pct", seed=3)
+        except quiesce.NondeterminismError:  # pragma: no cover - the failure we test against
+            raise
+        except (AssertionError, quiesce.Deadlock):
+            pytest.fail("check_determinism should not raise the test's own failure")
+
+
+def test_timers_due_at_one_instant_fire_in_every_order_under_seeds() -> None:
+    orders = set()
+    for seed in range(40):
+        loop = quiesce.Loop(seed=seed)
+        fired: List[str] = []
+        for name in "abc":
+            loop.call_later(1.0, fired.append, name)
+        loop.call_later(2.0, fired.append, "later")
+        loop.advance(2.0)
+        loop.close()
+        assert fired[-1] == "later", "a later deadline never fires first"
+        orders.add(tuple(fired[:3]))
+    assert len(orders) == 6
+
+
+def test_timer_ties_keep_their_order_in_stock_order() -> None:
+    loop = quiesce.Loop()
+    fired: List[str] = []
+    for name in "abcdef":
+        loop.call_later(1.0, fired.append, name)
+    loop.advance(1.0)
+    loop.close()
+    assert fired == list("abcdef")
+
+
+def test_exploration_can_make_a_timeout_win_a_tie() -> None:
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(timeout_tie, policy="random")
+    assert "timed out although the reply was due" in str(caught.value)
+    assert caught.value.failure.time == 1.0
+
+
+@pytest.mark.parametrize("policy", ["random", "pct"])
+def test_orderings_asyncio_guarantees_hold_under_every_policy(policy: str) -> None:
+    async def program() -> List[str]:
+        loop = asyncio.get_running_loop()
+        log: List[str] = []
+        fut = loop.create_future()
+        for name in ("cb1", "cb2", "cb3"):
+            fut.add_done_callback(lambda _f, name=name: log.append(name))
+        for name in ("soon1", "soon2", "soon3"):
+            loop.call_soon(log.append, name)
+        fut.set_result(None)
+
+        async def steps(tag: str) -> None:
+            for i in range(3):
+                log.append(f"{tag}{i}")
+                await asyncio.sleep(0)
+
+        await asyncio.gather(steps("x"), steps("y"))
+        return log
+
+    for seed in range(30):
+        loop = quiesce.Loop(seed=seed, policy=policy)
+        log = loop.run_until_complete(program())
+        loop.run_until_blocked()  # the done-callbacks may still be queued when main returns
+        loop.close()
+        for group in (["cb1", "cb2", "cb3"], ["soon1", "soon2", "soon3"], ["x0", "x1", "x2"]):
+            assert [entry for entry in log if entry in group] == group
+
+
+def test_loop_policy_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="draws its choices from a seed"):
+        quiesce.Loop(policy="pct")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        quiesce.Loop(seed=1, policy="chaos")
+    with pytest.raises(ValueError, match="schedule= and policy='replay' go together"):
+        quiesce.Loop(policy="replay")
+    with pytest.raises(ValueError, match="not a quiesce schedule string"):
+        quiesce.Loop(schedule="nope")
+    with pytest.raises(ValueError, match="pct_depth must be >= 1"):
+        quiesce.Loop(seed=1, policy="pct", pct_depth=0)
+    loop = quiesce.Loop(seed=1, policy="pct")
+    assert (loop.policy, loop.seed, loop.schedule) == ("pct", 1, "q1-")
+    loop.close()
+    loop = quiesce.Loop()
+    assert loop.policy == "fifo" and loop.decisions() == []
+    loop.close()
+
+
+class TestFaultPoints:
+    def test_buggify_is_false_outside_quiesce_and_in_stock_order(self) -> None:
+        assert quiesce.buggify("anything", 1.0) is False
+
+        async def probe() -> bool:
+            return quiesce.buggify("anything", 1.0)
+
+        assert asyncio.run(probe()) is False
+        loop = quiesce.Loop()
+        assert loop.run_until_complete(probe()) is False
+        loop.close()
+
+    def test_buggify_fires_with_its_probability_and_replays(self) -> None:
+        async def draws() -> List[bool]:
+            return [quiesce.buggify("coin", 0.3) for _ in range(2000)]
+
+        loop = quiesce.Loop(seed=11)
+        fired = loop.run_until_complete(draws())
+        schedule = loop.schedule
+        assert loop._q_faults_fired[0][0] == "coin"
+        loop.close()
+        assert 450 < sum(fired) < 750
+        again = quiesce.Loop(schedule=schedule)
+        assert again.run_until_complete(draws()) == fired
+        again.close()
+
+    def test_exploration_finds_a_bug_behind_a_fault_point(self) -> None:
+        async def client() -> None:
+            delivered: List[str] = []
+
+            async def send(message: str) -> None:
+                await hops(1)
+                if quiesce.buggify("drop", 0.1):
+                    return  # the network lost it
+                delivered.append(message)
+
+            await asyncio.gather(send("a"), send("b"))
+            assert delivered == ["a", "b"] or sorted(delivered) == ["a", "b"], delivered
+
+        with pytest.raises(quiesce.ExplorationFailed) as caught:
+            quiesce.explore(client, runs=500)
+        assert "Fault points that fired: 'drop'" in str(caught.value)
+        with pytest.raises(AssertionError):
+            quiesce.replay(client, caught.value.schedule)
+
+    def test_hold_returns_at_once_outside_exploration(self) -> None:
+        async def probe() -> List[str]:
+            log: List[str] = []
+
+            async def other() -> None:
+                log.append("other")
+
+            task = asyncio.ensure_future(other())
+            await quiesce.hold("here", 1.0)
+            log.append("after hold")
+            await task
+            return log
+
+        assert asyncio.run(probe()) == ["after hold", "other"]
+
+    def test_hold_makes_the_task_arrive_last(self) -> None:
+        async def probe() -> List[str]:
+            log: List[str] = []
+
+            async def other() -> None:
+                await hops(5)
+                log.append("other done")
+
+            task = asyncio.ensure_future(other())
+            await quiesce.hold("here", 1.0)
+            log.append("after hold")
+            await task
+            return log
+
+        loop = quiesce.Loop(seed=2)
+        assert loop.run_until_complete(probe()) == ["other done", "after hold"]
+        loop.close()
+
+    def test_fault_points_check_their_arguments(self) -> None:
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            quiesce.buggify("x", 1.5)
+        with pytest.raises(TypeError, match="non-empty str name"):
+            quiesce.buggify("", 0.5)
+        with pytest.raises(TypeError, match="probability must be a number"):
+            quiesce.buggify("x", "often")  # type: ignore[arg-type]
+
+
+def test_exploration_does_not_touch_the_global_random_state() -> None:
+    random.seed(1234)
+    expected = random.random()
+    random.seed(1234)
+    quiesce.explore(lambda: hops(3), runs=10)
+    assert random.random() == expected
