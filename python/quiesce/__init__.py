@@ -27,6 +27,7 @@ from quiesce._explore import (
 from quiesce._faults import buggify, hold
 from quiesce._idle import wait_all_tasks_blocked
 from quiesce._loop import DEFAULT_MAX_STEPS, DEFAULT_MAX_TIME, DEFAULT_WATCHDOG, Loop
+from quiesce._policy import EventLoopPolicy
 from quiesce._report import ExternalActivity, Report, TaskReport, TimerReport
 from quiesce._run import run
 from quiesce._unittest import TestCase
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_WATCHDOG",
     "BudgetExceeded",
     "Deadlock",
+    "EventLoopPolicy",
     "ExplorationFailed",
     "ExploreResult",
     "ExternalActivity",

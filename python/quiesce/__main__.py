@@ -21,33 +21,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import quiesce
 from quiesce._errors import Deadlock
-from quiesce._loop import Loop
+from quiesce._explore import STRATEGIES
+from quiesce._loop import _CLOCKS
+from quiesce._policy import EventLoopPolicy
 
 PROG = "python -m quiesce"
 
-#: Scheduling policies ``explore`` accepts (the pytest plugin's ``--quiesce-policy``).
-POLICIES = ("auto", "random", "pct", "dfs", "fifo")
 
 #: How many runs ``explore`` asks for when ``--runs`` is not given.
 DEFAULT_RUNS = 100
-
-_CLOCKS = ("virtual", "real")
-
-
-class LoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """The default event loop policy, except that every new event loop is a
-    ``quiesce.Loop(seed=seed, clock=clock)``: ``asyncio.run()``, ``asyncio.Runner()`` without
-    a ``loop_factory``, ``asyncio.new_event_loop()`` and, on 3.9-3.11, the implicit loop of
-    ``asyncio.get_event_loop()`` all make one."""
-
-    def __init__(self, *, seed: Optional[int] = None, clock: str = "virtual") -> None:
-        super().__init__()
-        self.seed = seed
-        self.clock = clock
-
-    def new_event_loop(self) -> Loop:
-        """A new ``quiesce.Loop`` with this policy's seed and clock."""
-        return Loop(seed=self.seed, clock=self.clock)
 
 
 def _seed(text: str) -> int:
@@ -145,7 +127,7 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
     )
     explore.add_argument(
         "--policy",
-        choices=POLICIES,
+        choices=STRATEGIES,
         default="auto",
         help="how to pick the schedules (default: auto)",
     )
@@ -260,15 +242,15 @@ def _module_error(module: str) -> Optional[str]:
 
 
 def _run(options: argparse.Namespace, args: Sequence[str], usage: argparse.ArgumentParser) -> int:
-    """``run``: installs :class:`LoopPolicy`, sets ``sys.argv`` (and ``sys.path[0]``) as python
-    would, and runs the script or module as ``__main__``. The policy stays installed for the
-    rest of the process (threads and atexit handlers included).
+    """``run``: installs a :class:`quiesce.EventLoopPolicy`, sets ``sys.argv`` (and
+    ``sys.path[0]``) as python would, and runs the script or module as ``__main__``. The policy
+    stays installed for the rest of the process (threads and atexit handlers included).
 
     Returns the exit status: 0 when the program ends, 1 after an uncaught exception (shown by
     ``sys.excepthook``) or a :class:`quiesce.Deadlock` (its report printed to stderr).
     ``SystemExit`` from the program propagates, as does ``KeyboardInterrupt``.
     """
-    asyncio.set_event_loop_policy(LoopPolicy(seed=options.seed, clock=options.clock))
+    asyncio.set_event_loop_policy(EventLoopPolicy(seed=options.seed, clock=options.clock))
     module: Optional[str] = options.module
     script: Optional[str] = options.script
     if module is None and script is None:

@@ -1,0 +1,679 @@
+"""The quiesce pytest plugin: run ``async def`` tests on a :class:`quiesce.Loop`.
+
+Installed with the package (entry point ``pytest11``), so nothing needs enabling. It provides:
+
+- the ``quiesce_loop`` fixture: a fresh :class:`quiesce.Loop`, set as the current event loop
+  during the test and closed after it. Tasks the test leaves pending (other than background
+  tasks) and errors passed to the loop's exception handler (for example "Task exception was
+  never retrieved") make the test error at teardown, with a report naming them;
+- the ``@pytest.mark.quiesce(seed=None, clock="virtual", background=False, runs=None,
+  policy=None, watchdog=60.0)`` marker: an ``async def`` test carrying it runs on the
+  ``quiesce_loop`` loop (the test may request the fixture too, and gets the same loop), and so
+  do its function-scoped ``async def`` fixtures;
+- the ini option ``quiesce_mode = strict | auto`` (or ``--quiesce-mode``): in ``auto`` mode
+  every ``async def`` test that no other async plugin claims (no ``asyncio``, ``anyio`` or
+  ``trio`` marker, no ``anyio_backend`` fixture) runs on quiesce;
+- the options ``--quiesce-seed``, ``--quiesce-runs``, ``--quiesce-policy`` and
+  ``--quiesce-replay`` (``pytest --help``, group "quiesce");
+- a "quiesce" section in the report of every failing quiesce test: the loop's seed, clock and
+  time, the tasks still pending, and the command line that replays a failing schedule.
+
+Tests that other plugins own (pytest-asyncio's ``asyncio`` marker, anyio's ``anyio`` marker or
+``anyio_backend`` fixture, pytest-trio) are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import inspect
+import math
+import traceback
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from quiesce._errors import BudgetExceeded, Deadlock
+from quiesce._explore import STRATEGIES
+from quiesce._loop import _CLOCKS, DEFAULT_WATCHDOG, Loop
+
+#: ``--quiesce-policy`` and ``@pytest.mark.quiesce(policy=...)`` values.
+POLICIES = STRATEGIES
+
+#: ``quiesce_mode`` values.
+MODES = ("strict", "auto")
+
+#: Markers (and so plugins) whose ``async def`` tests quiesce never takes in auto mode.
+_OTHER_ASYNC_MARKERS = ("asyncio", "anyio", "trio")
+
+#: Keyword arguments ``@pytest.mark.quiesce`` accepts, with their defaults.
+MARKER_DEFAULTS: Dict[str, Any] = {
+    "seed": None,
+    "clock": "virtual",
+    "background": False,
+    "runs": None,
+    "policy": None,
+    "watchdog": DEFAULT_WATCHDOG,
+}
+
+#: How long (loop time) teardown waits for cancelled tasks to finish their cleanup.
+_CANCEL_GRACE = 60.0
+
+_MARKER_HELP = (
+    "quiesce(seed=None, clock='virtual', background=False, runs=None, policy=None, "
+    "watchdog=60.0): run this async def test on a quiesce.Loop (deterministic scheduling, "
+    "virtual time, deadlock reports); background=True lets it leave tasks pending; runs=N "
+    "explores N schedules (policy: one of " + ", ".join(POLICIES) + ")."
+)
+
+
+class QuiesceRun:
+    """What the plugin knows about the quiesce loop of one test: kept on the test item
+    (``item.stash[quiesce.pytest_plugin.RUN_KEY]``) for the report section."""
+
+    def __init__(self, loop: Loop, options: Dict[str, Any], seed_source: Optional[str]) -> None:
+        self.loop = loop
+        self.options = options
+        #: Where the seed came from: ``"marker"``, ``"--quiesce-seed"`` or None (no seed).
+        self.seed_source = seed_source
+        #: The contexts passed to the loop's exception handler during the test.
+        self.handler_calls: List[Dict[str, Any]] = []
+        #: The exception the test body raised (set by the plugin when it ran the body).
+        self.failure: Optional[BaseException] = None
+        #: ``loop.time()`` when the loop was closed at teardown.
+        self.final_time: Optional[float] = None
+        #: How the test body ran: ``"loop"`` (once, on :attr:`loop`), ``"explore"``
+        #: (``quiesce.explore`` with :attr:`call_kwargs`) or ``"replay"``; None if it did not.
+        self.mode: Optional[str] = None
+        #: The keyword arguments of the ``quiesce.explore`` / ``quiesce.replay`` call.
+        self.call_kwargs: Dict[str, Any] = {}
+
+
+#: Stash key of the :class:`QuiesceRun` of a test that used the ``quiesce_loop`` fixture.
+RUN_KEY = pytest.StashKey[QuiesceRun]()
+#: Stash key: the test is an ``async def`` test this plugin runs.
+_CLAIMED_KEY = pytest.StashKey[bool]()
+#: Stash key: the report of the call phase.
+_CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
+
+
+# -- options -----------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Adds the ``quiesce`` option group and the ``quiesce_mode`` ini option."""
+    group = parser.getgroup("quiesce", "quiesce: deterministic asyncio event loop for tests")
+    group.addoption(
+        "--quiesce-mode",
+        dest="quiesce_mode",
+        default=None,
+        choices=MODES,
+        help="'auto': run every async def test that no other async plugin claims on quiesce; "
+        "'strict' (default): only tests marked @pytest.mark.quiesce. Overrides the "
+        "quiesce_mode ini option.",
+    )
+    group.addoption(
+        "--quiesce-seed",
+        dest="quiesce_seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="default scheduling seed of quiesce loops (an int in range(0, 2**64)); a seed "
+        "given in @pytest.mark.quiesce wins.",
+    )
+    group.addoption(
+        "--quiesce-runs",
+        dest="quiesce_runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run each quiesce test N times on different schedules (quiesce.explore); "
+        "runs=N in @pytest.mark.quiesce wins.",
+    )
+    group.addoption(
+        "--quiesce-policy",
+        dest="quiesce_policy",
+        default=None,
+        choices=POLICIES,
+        help="how --quiesce-runs picks schedules (default: quiesce.explore's).",
+    )
+    group.addoption(
+        "--quiesce-replay",
+        dest="quiesce_replay",
+        default=None,
+        metavar="SCHEDULE",
+        help="run the selected quiesce test once on this recorded schedule (from a failure "
+        "report), e.g. pytest 'tests/test_x.py::test_y' --quiesce-replay=q1-...",
+    )
+    parser.addini(
+        "quiesce_mode",
+        help="'strict' (default): only tests marked @pytest.mark.quiesce run on quiesce; "
+        "'auto': every async def test that no other async plugin claims.",
+        default="strict",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers the marker and checks the options."""
+    config.addinivalue_line("markers", _MARKER_HELP)
+    mode = _mode(config)
+    if mode not in MODES:
+        raise pytest.UsageError(
+            f"quiesce_mode must be one of {_choices(MODES)}; got {mode!r} (in the ini file)"
+        )
+    seed = config.getoption("quiesce_seed", None)
+    if seed is not None and not 0 <= seed < 2**64:
+        raise pytest.UsageError(f"--quiesce-seed must be in range(0, 2**64); got {seed}")
+    runs = config.getoption("quiesce_runs", None)
+    if runs is not None and runs < 1:
+        raise pytest.UsageError(f"--quiesce-runs must be a positive int; got {runs}")
+    replay = config.getoption("quiesce_replay", None)
+    if replay is not None and not replay.strip():
+        raise pytest.UsageError("--quiesce-replay needs a schedule (from a failure report)")
+    if replay is not None and runs is not None:
+        raise pytest.UsageError("--quiesce-replay and --quiesce-runs exclude each other")
+
+
+def _mode(config: pytest.Config) -> str:
+    return config.getoption("quiesce_mode", None) or config.getini("quiesce_mode")
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(repr(value) for value in values)
+
+
+def _marker_options(item: pytest.Item) -> Dict[str, Any]:
+    """The validated ``@pytest.mark.quiesce`` arguments of ``item``, over the defaults.
+    Fails the test (at setup) with a message naming what is wrong."""
+    options = dict(MARKER_DEFAULTS)
+    mark = item.get_closest_marker("quiesce")
+    if mark is None:
+        return options
+
+    def bad(what: str) -> None:
+        pytest.fail(f"{item.nodeid}: invalid @pytest.mark.quiesce(...): {what}", pytrace=False)
+
+    if mark.args:
+        bad(f"it takes keyword arguments only ({', '.join(MARKER_DEFAULTS)}); got {mark.args!r}")
+    unknown = sorted(set(mark.kwargs) - set(MARKER_DEFAULTS))
+    if unknown:
+        bad(
+            f"unknown argument(s) {', '.join(unknown)}; it accepts "
+            f"{', '.join(f'{key}={value!r}' for key, value in MARKER_DEFAULTS.items())}"
+        )
+    options.update(mark.kwargs)
+    seed = options["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        bad(f"seed must be an int in range(0, 2**64) or None; got {seed!r}")
+    if seed is not None and not 0 <= seed < 2**64:
+        bad(f"seed must be in range(0, 2**64); got {seed!r}")
+    if not isinstance(options["clock"], str) or options["clock"] not in _CLOCKS:
+        bad(f"clock must be one of {_choices(_CLOCKS)}; got {options['clock']!r}")
+    if not isinstance(options["background"], bool):
+        bad(f"background must be True or False; got {options['background']!r}")
+    runs = options["runs"]
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
+        bad(f"runs must be a positive int or None; got {runs!r}")
+    if options["policy"] is not None and options["policy"] not in POLICIES:
+        bad(f"policy must be one of {_choices(POLICIES)} or None; got {options['policy']!r}")
+    watchdog = options["watchdog"]
+    if watchdog is not None and (
+        isinstance(watchdog, bool)
+        or not isinstance(watchdog, (int, float))
+        or not math.isfinite(watchdog)
+        or watchdog <= 0
+    ):
+        bad(f"watchdog must be a finite number of seconds > 0, or None; got {watchdog!r}")
+    return options
+
+
+# -- which tests are ours ----------------------------------------------------------------------
+
+
+def _is_async_test(item: pytest.Item) -> bool:
+    return isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj)
+
+
+def _other_plugin_owner(item: pytest.Item) -> Optional[str]:
+    """The name of another async plugin's marker (or fixture) on ``item``, if any."""
+    for name in _OTHER_ASYNC_MARKERS:
+        if item.get_closest_marker(name) is not None:
+            return f"@pytest.mark.{name}"
+    if "anyio_backend" in getattr(item, "fixturenames", ()):
+        return "the anyio_backend fixture"
+    return None
+
+
+def _claims(item: pytest.Item) -> bool:
+    """Whether this plugin runs ``item``: an ``async def`` test marked quiesce, or in auto mode
+    one that no other async plugin claims."""
+    if not _is_async_test(item):
+        return False
+    if item.get_closest_marker("quiesce") is not None:
+        return True
+    return _mode(item.config) == "auto" and _other_plugin_owner(item) is None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Claims the ``async def`` tests this plugin runs: they get the ``quiesce_loop`` fixture
+    first, and in auto mode the ``quiesce`` marker (so ``-m quiesce`` selects them)."""
+    if not _claims(item):
+        return
+    item.stash[_CLAIMED_KEY] = True
+    if item.get_closest_marker("quiesce") is None:
+        item.add_marker("quiesce")
+    fixturenames = getattr(item, "fixturenames", None)
+    if isinstance(fixturenames, list) and "quiesce_loop" not in fixturenames:
+        fixturenames.insert(0, "quiesce_loop")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
+) -> None:
+    """``--quiesce-replay`` replays one test's schedule: it needs exactly that test selected."""
+    if config.getoption("quiesce_replay", None) is None:
+        return
+    claimed = [item.nodeid for item in items if item.stash.get(_CLAIMED_KEY, False)]
+    if len(claimed) > 1:
+        shown = ", ".join(claimed[:3]) + (", ..." if len(claimed) > 3 else "")
+        raise pytest.UsageError(
+            f"--quiesce-replay replays the schedule of one test, but {len(claimed)} quiesce "
+            f"tests are selected ({shown}); pass the node id from the failure report, "
+            "e.g. pytest 'tests/test_x.py::test_y' --quiesce-replay=SCHEDULE"
+        )
+
+
+# -- the loop fixture --------------------------------------------------------------------------
+
+
+def _get_policy() -> asyncio.AbstractEventLoopPolicy:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_event_loop_policy()
+
+
+def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The loop set as current in this thread, without creating one (as
+    ``asyncio.get_event_loop()`` might) or warning."""
+    local = getattr(_get_policy(), "_local", None)
+    loop = getattr(local, "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+def _set_current_loop(loop: Optional[asyncio.AbstractEventLoop]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop(loop)
+
+
+def _call_passed(item: pytest.Item) -> bool:
+    report = item.stash.get(_CALL_REPORT_KEY, None)
+    return report is not None and report.passed
+
+
+@pytest.fixture
+def quiesce_loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
+    """A fresh :class:`quiesce.Loop`, set as the current event loop during the test.
+
+    Its options come from the test's ``@pytest.mark.quiesce(seed=..., clock=...,
+    watchdog=...)`` marker, the seed otherwise from ``--quiesce-seed``. At teardown pending
+    tasks are cancelled and awaited, async generators and the default executor shut down,
+    and the loop closed. The test then errors if it left tasks pending (other than background
+    tasks, :func:`quiesce.background`, unless the marker says ``background=True``) or if
+    anything reached the loop's exception handler (a task exception never retrieved, a
+    failing callback); both messages name the culprits.
+    """
+    item = request.node
+    if item.stash.get(_CLAIMED_KEY, False):
+        other = _other_plugin_owner(item)
+        if other is not None:
+            pytest.fail(
+                f"{item.nodeid} is marked @pytest.mark.quiesce but also claimed by {other}: "
+                "two plugins cannot both run it. Remove one of them (pytest-asyncio's "
+                "asyncio_mode=auto marks every async test; use asyncio_mode=strict, or run "
+                "pytest-asyncio itself on quiesce: see the interop recipes).",
+                pytrace=False,
+            )
+    options = _marker_options(item)
+    seed_source: Optional[str] = None
+    if options["seed"] is not None:
+        seed_source = "marker"
+    elif request.config.getoption("quiesce_seed", None) is not None:
+        options["seed"] = request.config.getoption("quiesce_seed")
+        seed_source = "--quiesce-seed"
+    loop = Loop(seed=options["seed"], clock=options["clock"], watchdog=options["watchdog"])
+    run = QuiesceRun(loop, options, seed_source)
+    item.stash[RUN_KEY] = run
+    loop.set_exception_handler(lambda _loop, context: run.handler_calls.append(context))
+    previous = _current_loop()
+    _set_current_loop(loop)
+    try:
+        yield loop
+    finally:
+        try:
+            problems = _dispose(loop, run, check=_call_passed(item))
+        finally:
+            _set_current_loop(
+                previous if previous is not None and not previous.is_closed() else None
+            )
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def _dispose(loop: Loop, run: QuiesceRun, *, check: bool) -> List[str]:
+    """Cancels what is left on ``loop``, shuts it down and closes it. Returns the problems to
+    report (only when ``check``: the test itself passed)."""
+    problems: List[str] = []
+    if loop.is_running():  # pragma: no cover - the test left its own loop running
+        loop.stop()
+        return problems
+    if not loop.is_closed():
+        background = set(getattr(loop, "_q_background", ()))
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        leftover = [task for task in pending if task not in background]
+        if check and leftover and not run.options["background"]:
+            names = ", ".join(repr(task.get_name()) for task in leftover)
+            problems.append(
+                f"The test left {len(leftover)} task(s) pending on its quiesce loop: {names}. "
+                "They were cancelled at teardown. Await or cancel them in the test, mark "
+                "long-lived services with quiesce.background(task), or allow this with "
+                f"@pytest.mark.quiesce(background=True).\n\n{_report_text(loop)}"
+            )
+        problems.extend(_cancel_and_shut_down(loop, pending))
+        gc.collect()  # a task freed now reports its never-retrieved exception to the handler
+        run.final_time = loop.time()
+        loop.close()
+    if check and run.handler_calls:
+        problems.append(_handler_calls_text(run.handler_calls))
+    return problems if check else []
+
+
+def _cancel_and_shut_down(loop: Loop, pending: List[asyncio.Task[Any]]) -> List[str]:
+    problems: List[str] = []
+    if pending:
+        for task in pending:
+            task.cancel()
+        try:
+            loop.run_until_complete(asyncio.wait(pending, timeout=_CANCEL_GRACE))
+        except (Deadlock, BudgetExceeded) as exc:
+            problems.append(f"While cancelling the pending tasks at teardown: {exc}")
+        stuck = [task for task in pending if not task.done()]
+        if stuck:
+            names = ", ".join(repr(task.get_name()) for task in stuck)
+            problems.append(
+                f"Task(s) {names} did not finish within {_CANCEL_GRACE:g} s (loop time) of "
+                f"being cancelled at teardown.\n\n{_report_text(loop)}"
+            )
+        for task in pending:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "unhandled exception while the task was cancelled at teardown",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )
+    for shutdown in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
+        try:
+            loop.run_until_complete(shutdown())
+        except Exception as exc:
+            problems.append(f"{shutdown.__name__}() failed at teardown: {exc!r}")
+    return problems
+
+
+def _report_text(loop: Loop) -> str:
+    try:
+        return str(loop.report())
+    except Exception as exc:  # pragma: no cover - the report must never hide the failure
+        return f"(no report: {exc!r})"
+
+
+def _handler_calls_text(calls: List[Dict[str, Any]]) -> str:
+    lines = [
+        f"The loop's exception handler was called {len(calls)} time(s) during the test "
+        "(errors that asyncio would only log):"
+    ]
+    for context in calls:
+        lines.append("")
+        lines.append(f"- {context.get('message', 'Unhandled error in event loop')}")
+        for key, value in context.items():
+            if key not in ("message", "exception"):
+                lines.append(f"  {key}: {value!r}")
+        exc = context.get("exception")
+        if isinstance(exc, BaseException):
+            formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            lines.extend("  " + line for line in formatted.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+# -- async fixtures of quiesce tests -----------------------------------------------------------
+
+
+def _is_async_fixture(func: Any) -> bool:
+    func = getattr(func, "__func__", func)
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef: Any, request: Any) -> Iterator[None]:
+    """Runs the plain ``async def`` fixtures that a quiesce test requests on its loop."""
+    func = fixturedef.func
+    item = getattr(request, "_pyfuncitem", None)
+    if (
+        item is None
+        or not item.stash.get(_CLAIMED_KEY, False)
+        or not _is_async_fixture(func)
+        or getattr(getattr(func, "__func__", func), "_force_asyncio_fixture", False)
+        or "anyio_backend" in request.fixturenames
+    ):
+        yield
+        return
+    if fixturedef.scope != "function":
+        pytest.fail(
+            f"{item.nodeid} requested the async fixture {fixturedef.argname!r} with "
+            f"scope={fixturedef.scope!r}, but a quiesce test runs on a fresh loop of its own: "
+            "its async fixtures must be function-scoped.",
+            pytrace=False,
+        )
+    loop: Loop = request.getfixturevalue("quiesce_loop")
+    fixturedef.func = _synchronous_fixture(func, loop, request)
+    try:
+        yield
+    finally:
+        fixturedef.func = func
+
+
+def _synchronous_fixture(func: Any, loop: Loop, request: Any) -> Callable[..., Any]:
+    def bound() -> Any:
+        # A fixture defined in a test class: bind it to this test's instance.
+        instance = request.instance
+        if instance is not None and inspect.ismethod(func):
+            if type(func.__self__) is type(instance):
+                return func.__func__.__get__(instance)
+        return func
+
+    if inspect.isasyncgenfunction(getattr(func, "__func__", func)):
+
+        @functools.wraps(func)
+        def asyncgen_fixture(**kwargs: Any) -> Any:
+            agen = bound()(**kwargs)
+            value = loop.run_until_complete(agen.__anext__())
+
+            def finalize() -> None:
+                if loop.is_closed():  # pragma: no cover - the test closed its own loop
+                    return
+                try:
+                    loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                loop.run_until_complete(agen.aclose())
+                pytest.fail(
+                    f"async fixture {request.fixturename!r} yielded more than once", pytrace=False
+                )
+
+            request.addfinalizer(finalize)
+            return value
+
+        return asyncgen_fixture
+
+    @functools.wraps(func)
+    def coroutine_fixture(**kwargs: Any) -> Any:
+        return loop.run_until_complete(bound()(**kwargs))
+
+    return coroutine_fixture
+
+
+# -- running the tests -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
+    """Runs a claimed ``async def`` test on its ``quiesce_loop``; with ``runs`` (marker or
+    ``--quiesce-runs``) through :func:`quiesce.explore`, with ``--quiesce-replay`` through
+    :func:`quiesce.replay`."""
+    __tracebackhide__ = True
+    if not pyfuncitem.stash.get(_CLAIMED_KEY, False):
+        return None
+    testfunction = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(testfunction):
+        return None  # pragma: no cover - another plugin wrapped it after all
+    run = pyfuncitem.stash[RUN_KEY]
+    config = pyfuncitem.config
+    funcargs = pyfuncitem.funcargs
+    testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
+    schedule = config.getoption("quiesce_replay", None)
+    runs = run.options["runs"] or config.getoption("quiesce_runs", None)
+    if schedule is None and runs is None:
+        run.mode = "loop"
+        task = run.loop.create_task(testfunction(**testargs), name=pyfuncitem.name)
+        try:
+            run.loop.run_until_complete(task)
+        except BaseException as exc:
+            run.failure = exc
+            raise
+        return True
+
+    if "quiesce_loop" in pyfuncitem._fixtureinfo.argnames:
+        pytest.fail(
+            f"{pyfuncitem.nodeid} requests the quiesce_loop fixture, but under "
+            "--quiesce-runs / runs=N / --quiesce-replay every run gets a fresh loop: use "
+            "asyncio.get_running_loop() in the test instead.",
+            pytrace=False,
+        )
+
+    def make() -> Any:
+        return testfunction(**testargs)
+
+    # quiesce.explore names the test in its replay hint: name it after the test.
+    make.__name__ = getattr(testfunction, "__name__", pyfuncitem.name)
+    make.__qualname__ = getattr(testfunction, "__qualname__", pyfuncitem.name)
+    kwargs: Dict[str, Any] = {}
+    if run.options["clock"] != "virtual":
+        kwargs["clock"] = run.options["clock"]
+    if schedule is not None:
+        run.mode, function = "replay", _exploration_api("replay")
+        args: Tuple[Any, ...] = (make, schedule)
+    else:
+        run.mode, function = "explore", _exploration_api("explore")
+        args = (make,)
+        kwargs["runs"] = runs
+        policy = run.options["policy"] or config.getoption("quiesce_policy", None)
+        if policy is not None:
+            kwargs["policy"] = policy
+        if run.options["seed"] is not None:
+            kwargs["seed"] = run.options["seed"]
+    run.call_kwargs = dict(kwargs) if schedule is None else {"schedule": schedule, **kwargs}
+    try:
+        function(*args, **kwargs)
+    except AssertionError as exc:
+        run.failure = exc
+        if hasattr(exc, "schedule"):
+            # quiesce.ExplorationFailed: its message holds the failing run's traceback;
+            # exploration's own frames would only bury it.
+            raise exc.with_traceback(None) from None
+        raise
+    except BaseException as exc:
+        run.failure = exc
+        raise
+    return True
+
+
+def _exploration_api(name: str) -> Callable[..., Any]:
+    import quiesce
+
+    function = getattr(quiesce, name, None)
+    if function is None:
+        pytest.fail(
+            f"this quiesce build has no quiesce.{name}(), which --quiesce-runs, runs=N and "
+            "--quiesce-replay need",
+            pytrace=False,
+        )
+    return function  # type: ignore[no-any-return]
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def _quote(nodeid: str) -> str:
+    return "'" + nodeid.replace("'", "'\"'\"'") + "'"
+
+
+def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
+    loop = run.loop
+    options = run.options
+    lines: List[str] = []
+    if run.mode in ("explore", "replay"):
+        call = ", ".join(f"{key}={value!r}" for key, value in run.call_kwargs.items())
+        lines.append(f"ran with quiesce.{run.mode}({call})")
+        failing_seed = getattr(run.failure, "seed", None)
+        if failing_seed is not None:
+            lines.append(f"failing run's seed: {failing_seed}")
+        lines.append(f"clock: {options['clock']}")
+        schedule = getattr(run.failure, "schedule", None)
+        if schedule is not None:
+            lines.append(
+                f"replay this failing schedule: pytest {_quote(item.nodeid)} "
+                f"--quiesce-replay={schedule}"
+            )
+        return "\n".join(lines)
+    seed = options["seed"]
+    if seed is None:
+        lines.append("seed: None (first in, first out)")
+    elif run.seed_source == "--quiesce-seed":
+        lines.append(
+            f"seed: {seed} (from --quiesce-seed; rerun: pytest {_quote(item.nodeid)} "
+            f"--quiesce-seed={seed})"
+        )
+    else:
+        lines.append(f"seed: {seed} (from @pytest.mark.quiesce)")
+    lines.append(f"clock: {options['clock']}")
+    now = run.final_time if loop.is_closed() and run.final_time is not None else loop.time()
+    lines.append(f"loop time: {now!r}")
+    if not loop.is_closed():
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        if pending and isinstance(run.failure, (Deadlock, BudgetExceeded)):
+            lines.append("pending tasks: see the report in the error above")
+        elif pending:
+            lines.extend(["", _report_text(loop)])
+        if run.handler_calls:
+            lines.extend(["", _handler_calls_text(run.handler_calls)])
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Adds the "quiesce" section (seed, clock, loop time, pending tasks, replay command) to
+    the report of a failing quiesce test."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when == "call":
+        item.stash[_CALL_REPORT_KEY] = report
+    run = item.stash.get(RUN_KEY, None)
+    if run is None or not report.failed:
+        return
+    if run.failure is None and call.excinfo is not None and report.when == "call":
+        run.failure = call.excinfo.value
+    report.sections.append(("quiesce", _section_text(item, run)))
