@@ -61,3 +61,93 @@ venv_with_wheel() {
     "$venv/bin/pip" install -q --force-reinstall --no-deps dist/quiesce-*-"$tag"-*.whl >&2
     echo "$venv"
 }
+
+# -- interop recipes (tests_interop/) ---------------------------------------------------------
+# Existing pytest-asyncio and anyio suites run unchanged on quiesce, with only a conftest.py
+# recipe added. Each flavour is an exact, complete pin set per interpreter tag: pa1 is the
+# newest pytest-asyncio 1.x for that Python (with anyio), pa0 the 0.2x line still common on 3.9.
+# (pytest-asyncio 1.5 needs pytest >= 8.4, hence pytest 9 on cp313.)
+interop_pins() {  # interop_pins TAG FLAVOUR: the requirements, or nothing if that pair is not pinned
+    case "$1-$2" in
+        cp39-pa1) echo "pytest==8.3.5 pytest-asyncio==1.2.0 anyio==4.12.1 backports.asyncio.runner==1.2.0 exceptiongroup==1.3.2 idna==3.20 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0" ;;
+        cp39-pa0) echo "pytest==7.4.4 pytest-asyncio==0.21.2 exceptiongroup==1.3.2 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0" ;;
+        cp313-pa1) echo "pytest==9.2.0 pytest-asyncio==1.5.0 anyio==4.16.0 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 Pygments==2.21.0 typing_extensions==4.16.0" ;;
+        cp313-pa0) echo "pytest==8.3.5 pytest-asyncio==0.23.8 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0" ;;
+    esac
+}
+
+# interop_venv PYTHON FLAVOUR: .venvs/cpXY-interop-FLAVOUR with the flavour's pins and this
+# build's wheel (whose pytest11 entry point loads the quiesce plugin); prints its path, or
+# nothing if the pair is not pinned. Rebuilt from scratch whenever the pins change.
+interop_venv() {
+    local py=$1 flavour=$2 tag venv pins
+    tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    pins=$(interop_pins "$tag" "$flavour")
+    [ -n "$pins" ] || return 0
+    venv=.venvs/$tag-interop-$flavour
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/interop-pins.txt" 2>/dev/null)" != "$pins" ]; then
+        rm -rf "$venv"
+        "$py" -m venv "$venv" >&2
+        # shellcheck disable=SC2086
+        "$venv/bin/pip" install -q --disable-pip-version-check $pins >&2
+        echo "$pins" >"$venv/interop-pins.txt"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
+        dist/quiesce-*-"$tag"-*.whl >&2
+    echo "$venv"
+}
+
+# junit_counts PYTHON REPORT: prints "passed failed skipped" from a junit XML report.
+junit_counts() {
+    "$1" - "$2" <<'PY'
+import sys, xml.etree.ElementTree as ET
+suite = ET.parse(sys.argv[1]).getroot()
+suite = suite if suite.tag == "testsuite" else suite[0]
+tests, fail, err, skip = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+print(tests - fail - err - skip, fail + err, skip)
+PY
+}
+
+# run_interop VENV SUITE RECIPE LABEL [PYTEST ARGS...]: copies tests_interop/SUITE and, unless
+# RECIPE is "-", tests_interop/RECIPE/conftest.py into a scratch directory (the suite's files
+# stay untouched, as a user's would), runs pytest there, and adds the outcome to the globals
+# interop_passed, interop_failed and interop_skipped. Never fails itself.
+interop_passed=0; interop_failed=0; interop_skipped=0
+run_interop() {
+    local venv=$1 suite=$2 recipe=$3 label=$4 python scratch report status counts p f s
+    shift 4
+    python="$(cd "$venv" && pwd)/bin/python"
+    scratch="$PWD/.venvs/interop/$(basename "$venv")-$label"
+    report="$scratch.junit.xml"
+    rm -rf "$scratch" "$report"
+    mkdir -p "$scratch"
+    cp -R "tests_interop/$suite/." "$scratch/"
+    [ "$recipe" = "-" ] || cp "tests_interop/$recipe/conftest.py" "$scratch/conftest.py"
+    echo "== interop: $label ($venv)"
+    set +e
+    (cd "$scratch" && "$python" -m pytest -q -p no:cacheprovider --junitxml "$report" "$@")
+    status=$?
+    set -e
+    if [ -f "$report" ]; then counts=$(junit_counts "$python" "$report"); else counts="0 0 0"; fi
+    read -r p f s <<<"$counts"
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    interop_passed=$((interop_passed + p)); interop_failed=$((interop_failed + f))
+    interop_skipped=$((interop_skipped + s))
+}
+
+# run_interop_recipes PYTHON: every recipe suite for one interpreter (pinned tags only).
+run_interop_recipes() {
+    local py=$1 venv
+    venv=$(interop_venv "$py" pa1)
+    if [ -z "$venv" ]; then
+        echo "note: no interop pins for $("$py" --version); skipping the recipes there"
+        return 0
+    fi
+    run_interop "$venv" asyncio_suite pytest_asyncio_1 pytest-asyncio-1
+    run_interop "$venv" anyio_suite anyio anyio
+    run_interop "$venv" coexist - coexist-strict
+    run_interop "$venv" coexist - coexist-auto -o quiesce_mode=auto
+    venv=$(interop_venv "$py" pa0)
+    run_interop "$venv" asyncio_suite pytest_asyncio_0 pytest-asyncio-0
+    run_interop "$venv" coexist - coexist-strict
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds quiesce and runs every test: Rust lint and tests, Python lint, the pytest suite on
 # every CPython 3.9-3.13 found on this machine (one wheel per interpreter, each in its own venv),
-# then the fast subset of the test_asyncio conformance run on the oldest and newest of them.
+# then, on the oldest and newest of them, the tests_interop/ recipes (pytest-asyncio and anyio
+# suites run on quiesce) and the fast subset of the test_asyncio conformance run.
 #
 #   bash scripts/test.sh                              # everything
 #   QUIESCE_PYTHONS="3.9 3.13" bash scripts/test.sh   # a subset of interpreters
 #   QUIESCE_CONFORMANCE=0 bash scripts/test.sh        # without the conformance subset
+#   QUIESCE_INTEROP=0 bash scripts/test.sh            # without the tests_interop/ recipe runs
 #
 # Tools (maturin, ruff, pytest) are installed at pinned versions into .venvs/; nothing global.
 set -euo pipefail
@@ -23,8 +25,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test -p quiesce-core --locked
 
 echo "== Python: ruff"
-"$tools/bin/ruff" format --check python tests benches conformance
-"$tools/bin/ruff" check python tests benches conformance
+"$tools/bin/ruff" format --check python tests tests_interop benches conformance
+"$tools/bin/ruff" check python tests tests_interop benches conformance
 
 echo "== Build one wheel per interpreter"
 build_wheels "${pythons[@]}"
@@ -55,6 +57,17 @@ PY
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
     if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 done
+
+if [ "${QUIESCE_INTEROP:-1}" != "0" ]; then
+    # Oldest and newest interpreter: existing pytest-asyncio (1.x, 0.2x) and anyio suites run
+    # unchanged on quiesce through the conftest.py recipes in tests_interop/.
+    interop_pys=("${pythons[0]}")
+    [ "${#pythons[@]}" -gt 1 ] && interop_pys+=("${pythons[${#pythons[@]}-1]}")
+    for py in "${interop_pys[@]}"; do run_interop_recipes "$py"; done
+    echo "interop recipes: $interop_passed passed, $interop_failed failed, $interop_skipped skipped"
+    passed=$((passed + interop_passed)); failed=$((failed + interop_failed))
+    skipped=$((skipped + interop_skipped))
+fi
 
 conformance_status=0
 if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
