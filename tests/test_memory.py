@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
-from typing import Callable
+import weakref
+from typing import Any, Callable, Dict
+
+import pytest
 
 import quiesce
 
@@ -52,15 +55,46 @@ def _traced_growth(repeat: Callable[[], None], times: int) -> int:
     return min(growths)
 
 
-def test_fresh_loops_leave_nothing_behind() -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"seed": 3}, {"seed": 3, "policy": "random"}, {"seed": 3, "policy": "pct"}],
+    ids=["fifo", "seeded", "random", "pct"],
+)
+def test_fresh_loops_leave_nothing_behind(options: Dict[str, Any]) -> None:
     def one_loop() -> None:
-        loop = quiesce.Loop()
+        loop = quiesce.Loop(**options)
         try:
             loop.run_until_complete(_workload())
         finally:
             loop.close()
 
     assert _traced_growth(one_loop, 30) < GROWTH_LIMIT
+
+
+def _live_loops() -> int:
+    return sum(isinstance(o, quiesce.Loop) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("policy", ["random", "pct", "dfs", "auto"])
+def test_a_closed_loop_and_its_tasks_are_freed_under_every_policy(policy: str) -> None:
+    # The loop keeps per-task scheduling state (PCT priorities): it must neither outlive
+    # the loop nor hide a loop -> task -> loop cycle from the garbage collector.
+    loop = quiesce.Loop(seed=1, policy=policy) if policy in ("random", "pct") else None
+    if loop is None:
+        gc.collect()
+        before = _live_loops()
+        result = quiesce.explore(_workload, runs=3, policy=policy)
+        assert result.ok
+        gc.collect()
+        assert _live_loops() == before
+        return
+    task = loop.create_task(_workload())
+    loop.run_until_complete(task)
+    loop.close()
+    task_ref, loop_ref = weakref.ref(task), weakref.ref(loop)
+    del task, loop
+    gc.collect()
+    assert loop_ref() is None and task_ref() is None
 
 
 def test_repeated_runs_on_one_loop_leave_nothing_behind() -> None:

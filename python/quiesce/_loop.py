@@ -377,6 +377,8 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             if asyncio._get_running_loop() is None:
                 self.run_until_blocked()
         super().close()
+        if self.is_closed():
+            self._q_clear("owners")
 
     # -- stock internals that live in Rust ---------------------------------------------------
 

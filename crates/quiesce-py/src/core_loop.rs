@@ -894,15 +894,17 @@ impl CoreLoop {
         PyList::new(py, objects)
     }
 
-    /// Drops every ready entry (`which="ready"`), every timer (`"timers"`), or both (`"all"`).
+    /// Drops every ready entry (`which="ready"`), every timer (`"timers"`), or both (`"all"`);
+    /// `"owners"` forgets the tasks PCT keeps priorities for (when the loop closes).
     fn _q_clear(&self, py: Python<'_>, which: &str) -> PyResult<()> {
-        let dropped: Vec<Ready> = self.with(py, |s| match which {
-            "ready" => Ok(s.scheduler.pop_all_ready()),
-            "timers" => Ok(s.scheduler.drain_timers()),
-            "all" => Ok(s.scheduler.drain()),
+        let dropped = self.with(py, |s| match which {
+            "ready" => Ok((s.scheduler.pop_all_ready(), FxHashMap::default())),
+            "timers" => Ok((s.scheduler.drain_timers(), FxHashMap::default())),
+            "all" => Ok((s.scheduler.drain(), FxHashMap::default())),
+            "owners" => Ok((Vec::new(), std::mem::take(&mut s.task_owners))),
             other => Err(PyValueError::new_err(format!("unknown queue {other:?}"))),
         })??;
-        drop(dropped);
+        drop(dropped); // outside the borrow: dropping may run Python code
         Ok(())
     }
 
@@ -937,6 +939,11 @@ impl CoreLoop {
             }
             for (_, entry) in state.scheduler.timers().payloads() {
                 entry.traverse(&visit)?;
+            }
+            // Each listed task refers back to this loop: without this, a closed PCT loop and
+            // its tasks would form a cycle the collector cannot see.
+            for (task, _) in state.task_owners.values() {
+                visit.call(task)?;
             }
             visit.call(&state.fd_map)?;
             visit.call(&state.signal_handlers)?;
