@@ -9,7 +9,7 @@ measures how many runs each policy needs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine, Dict, List
+from typing import Any, Callable, Coroutine, Dict, List, Optional
 
 
 async def hops(count: int) -> None:
@@ -120,7 +120,60 @@ async def timeout_tie() -> None:
     assert reply in done, "timed out although the reply was due at the same instant"
 
 
-#: Every program, by name.
+async def stale_cache() -> None:
+    """A reader caches a value it read before a writer's update and invalidation: the cache
+    stays stale. Needs the reader to read first and write last, around both of the writer's
+    steps (two preemptions)."""
+    store = {"price": 1}
+    cache: Dict[str, int] = {}
+
+    async def writer() -> None:
+        await hops(6)  # other work first
+        store["price"] = 2
+        await hops(1)  # the write reaches the replica
+        cache.pop("price", None)  # invalidate
+
+    async def reader() -> None:
+        await hops(6)
+        if "price" not in cache:
+            value = store["price"]
+            await hops(2)  # slow serialisation
+            cache["price"] = value
+
+    await asyncio.gather(writer(), reader())
+    cached = cache.get("price", store["price"])
+    assert cached == store["price"], f"stale cache: {cached}, store has {store['price']}"
+
+
+async def buffer_overrun() -> None:
+    """A producer writes into an 8-slot ring buffer without checking for room, trusting the
+    consumer (which polls) to keep up. It does in stock order; a consumer that falls eight
+    writes behind loses data. A random schedule must starve the consumer for eight decisions
+    in a row; PCT does it at once."""
+    slots: List[Optional[int]] = [None] * 8
+    count = 32
+    state = {"written": 0, "read": 0}
+    received: List[Optional[int]] = []
+
+    async def producer() -> None:
+        for item in range(count):
+            slots[state["written"] % len(slots)] = item
+            state["written"] += 1
+            await hops(1)
+
+    async def consumer() -> None:
+        while state["read"] < count:
+            while state["read"] < state["written"]:
+                received.append(slots[state["read"] % len(slots)])
+                state["read"] += 1
+            await hops(1)  # poll again later
+
+    await asyncio.gather(producer(), consumer())
+    lost = sorted(set(range(count)) - set(received))
+    assert not lost, f"buffer overrun: items {lost} were overwritten before they were read"
+
+
+#: Programs every policy finds within a few hundred runs, by name.
 PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
     "lost update": lost_update,
     "lock-order deadlock": lock_order_deadlock,
@@ -128,4 +181,12 @@ PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
     "missed wakeup": missed_wakeup,
     "dirty cancel": dirty_cancel,
     "timeout tie": timeout_tie,
+}
+
+#: Programs that set the policies apart: PCT at depth 1 never finds "stale cache" (it needs
+#: preemptions), and the bounded search never finds "buffer overrun" (it needs the consumer
+#: delayed eight times) while random needs tens of runs and PCT one.
+DEEP_PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+    "stale cache": stale_cache,
+    "buffer overrun": buffer_overrun,
 }

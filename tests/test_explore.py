@@ -7,7 +7,16 @@ import random
 from typing import List
 
 import pytest
-from buggy_programs import PROGRAMS, hops, lost_update, missed_wakeup, timeout_tie
+from buggy_programs import (
+    DEEP_PROGRAMS,
+    PROGRAMS,
+    buffer_overrun,
+    hops,
+    lost_update,
+    missed_wakeup,
+    stale_cache,
+    timeout_tie,
+)
 
 import quiesce
 
@@ -152,6 +161,47 @@ def test_a_livelock_under_some_schedule_is_a_budget_failure_not_a_hang() -> None
     with pytest.raises(quiesce.ExplorationFailed) as caught:
         quiesce.explore(spin, policy="fifo", max_steps=1000)
     assert isinstance(caught.value.failure.error, quiesce.BudgetExceeded)
+
+
+@pytest.mark.parametrize("name", sorted(DEEP_PROGRAMS))
+def test_the_default_portfolio_finds_each_deep_program(name: str) -> None:
+    quiesce.replay(DEEP_PROGRAMS[name], "q1-")  # passes in stock order
+    with pytest.raises(quiesce.ExplorationFailed) as caught:
+        quiesce.explore(DEEP_PROGRAMS[name], runs=200)
+    assert caught.value.failure.reproduced is True
+    with pytest.raises(AssertionError):
+        quiesce.replay(DEEP_PROGRAMS[name], caught.value.schedule)
+
+
+def test_pct_finds_what_random_scheduling_rarely_hits() -> None:
+    # The consumer must fall eight writes behind: one PCT run starves it, random needs luck.
+    pct = quiesce.explore(buffer_overrun, policy="pct", runs=5, raise_on_failure=False)
+    assert pct.failure is not None and pct.runs <= 2
+    random_runs = quiesce.explore(buffer_overrun, policy="random", runs=5, raise_on_failure=False)
+    assert random_runs.failure is None
+    # And PCT at depth 1 (priorities only, no preemption) cannot find a two-preemption bug.
+    assert quiesce.explore(stale_cache, policy="pct", pct_depth=1, runs=50).ok
+
+
+def test_pct_does_not_livelock_a_task_that_polls_for_another() -> None:
+    # Strict priorities would run the poller forever and never the task it waits for; PCT
+    # demotes a task that wins too many decisions in a row, so every run ends, and fast.
+    async def poll_for_flag() -> None:
+        flag = {"set": False}
+
+        async def poller() -> None:
+            while not flag["set"]:
+                await asyncio.sleep(0)
+
+        async def setter() -> None:
+            await asyncio.sleep(0)
+            flag["set"] = True
+
+        await asyncio.gather(poller(), setter())
+
+    for depth in (1, 2, 3):
+        result = quiesce.explore(poll_for_flag, policy="pct", pct_depth=depth, runs=30)
+        assert result.ok and result.max_decisions < 1000
 
 
 def test_time_is_virtual_in_every_run() -> None:

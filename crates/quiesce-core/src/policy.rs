@@ -73,6 +73,12 @@ pub enum Policy {
     /// random priority, the highest-priority runnable lane always goes next, and at `depth - 1`
     /// random decision points the running owner drops below everyone else. `horizon` is the
     /// expected number of lane decisions in a run (the change points are drawn from it).
+    ///
+    /// Strict priorities starve: a task polling in a loop (`while not ready: await
+    /// asyncio.sleep(0)`) would win every decision and never let the task it waits for run,
+    /// a livelock no fair asyncio loop has. So an owner that wins [`PCT_MAX_STREAK`] lane
+    /// decisions in a row drops below every owner not yet demoted (but above those demoted
+    /// at change points), as PCT implementations demote a thread that yields.
     Pct { seed: u64, depth: u32, horizon: u64 },
     /// Replays recorded choices; after the last one, index 0.
     Replay(Schedule),
@@ -85,8 +91,28 @@ impl Policy {
     }
 }
 
+/// Lane decisions in a row one owner may win under PCT before it is demoted (see
+/// [`Policy::Pct`]). Far above what a task that blocks now and then wins in a row, so PCT's
+/// schedules of such tasks are untouched.
+pub const PCT_MAX_STREAK: u32 = 64;
+
+/// PCT priority bands, highest first: owners not yet demoted (`FRESH_BAND` and up, drawn at
+/// random); owners demoted for a streak while only higher bands were in play (counting down
+/// from `FRESH_BAND`); owners demoted at change points (`CHANGE_BAND + depth - k` for the
+/// k-th change point); owners demoted for a streak while a change-point owner was in play
+/// (counting down from `CHANGE_BAND`). A streak demotion always lands below every other
+/// runnable owner, so the owner it waits for runs next.
+const FRESH_BAND: u64 = 1 << 62;
+const CHANGE_BAND: u64 = 1 << 40;
+
 struct PctState {
     depth: u32,
+    /// The owner that won the last lane decisions, and how many in a row.
+    streak: (Owner, u32),
+    /// The priorities the next owners demoted for a streak get, above and below the
+    /// change-point band (each goes below the last).
+    next_streak_priority: u64,
+    next_floor_priority: u64,
     /// Lane decisions at which the chosen owner is demoted, ascending.
     change_points: Vec<u64>,
     next_change: usize,
@@ -135,6 +161,9 @@ impl Chooser {
                 change_points.sort_unstable();
                 let state = PctState {
                     depth: depth.max(1),
+                    streak: (FRESH_OWNER, 0),
+                    next_streak_priority: FRESH_BAND - 1,
+                    next_floor_priority: CHANGE_BAND - 1,
                     change_points,
                     next_change: 0,
                     lane_decisions: 0,
@@ -256,8 +285,8 @@ impl Chooser {
 
 impl PctState {
     fn priority(&mut self, rng: &mut fastrand::Rng, owner: Owner) -> u64 {
-        // Initial priorities live above every demoted one (those are < depth).
-        *self.priorities.entry(owner).or_insert_with(|| u64::from(self.depth) + rng.u64(..u64::MAX >> 1))
+        // Initial priorities live above every demoted one.
+        *self.priorities.entry(owner).or_insert_with(|| FRESH_BAND + rng.u64(..FRESH_BAND))
     }
 
     fn highest(&mut self, rng: &mut fastrand::Rng, options: usize, owner_of: &impl Fn(usize) -> Owner) -> usize {
@@ -277,9 +306,28 @@ impl PctState {
         while self.change_points.get(self.next_change) == Some(&self.lane_decisions) {
             // Demote the owner about to run below everyone; later change points go lower still.
             self.next_change += 1;
-            let demoted = u64::from(self.depth) - self.next_change as u64;
+            let demoted = CHANGE_BAND + u64::from(self.depth) - self.next_change as u64;
             self.priorities.insert(owner_of(chosen), demoted);
             chosen = self.highest(rng, options, &owner_of);
+        }
+        let owner = owner_of(chosen);
+        self.streak = if self.streak.0 == owner { (owner, self.streak.1 + 1) } else { (owner, 1) };
+        if self.streak.1 > PCT_MAX_STREAK {
+            let lowest_other = (0..options)
+                .filter(|index| *index != chosen)
+                .map(|index| self.priority(rng, owner_of(index)))
+                .min()
+                .unwrap_or(u64::MAX);
+            let counter = if lowest_other > CHANGE_BAND + u64::from(self.depth) {
+                &mut self.next_streak_priority
+            } else {
+                &mut self.next_floor_priority
+            };
+            let lower = *counter;
+            *counter = counter.saturating_sub(1);
+            self.priorities.insert(owner, lower);
+            chosen = self.highest(rng, options, &owner_of);
+            self.streak = (owner_of(chosen), 1);
         }
         chosen
     }
@@ -344,11 +392,59 @@ mod tests {
         let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 2, horizon: 1 });
         let pick = [10, 20, 30][c.choose_lane(3, |i| [10, 20, 30][i])];
         let Strategy::Pct(state) = &c.strategy else { unreachable!() };
-        let demoted: Vec<Owner> = state.priorities.iter().filter(|(_, p)| **p < 2).map(|(o, _)| *o).collect();
+        let demoted: Vec<Owner> =
+            state.priorities.iter().filter(|(_, p)| **p < CHANGE_BAND + 2).map(|(o, _)| *o).collect();
         assert_eq!(demoted.len(), 1);
         assert_ne!(demoted[0], pick);
         for _ in 0..5 {
             assert_ne!([10, 20, 30][c.choose_lane(3, |i| [10, 20, 30][i])], demoted[0]);
         }
+    }
+
+    #[test]
+    fn pct_demotes_an_owner_that_wins_too_many_decisions_in_a_row() {
+        // Whatever the seed, the owner that keeps winning (a task polling in a loop) gives way
+        // after PCT_MAX_STREAK decisions, and the other owner gets to run.
+        for seed in 0..20 {
+            let mut c = Chooser::new(Policy::Pct { seed, depth: 1, horizon: 10 });
+            let picks: Vec<usize> = (0..=PCT_MAX_STREAK as usize).map(|_| c.choose_lane(2, |i| [7, 8][i])).collect();
+            let first = picks[0];
+            assert!(picks[..PCT_MAX_STREAK as usize].iter().all(|p| *p == first), "seed {seed}");
+            assert_ne!(picks[PCT_MAX_STREAK as usize], first, "seed {seed}: the streak was not broken");
+            // Both now demoted for streaks in turn: they keep alternating in bursts, never starve.
+            let later: Vec<usize> = (0..4 * PCT_MAX_STREAK as usize).map(|_| c.choose_lane(2, |i| [7, 8][i])).collect();
+            assert!(later.contains(&0) && later.contains(&1), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn pct_streak_demotion_goes_below_a_change_point_owner_it_waits_for() {
+        // Depth 2, horizon 1: the first decision's owner is demoted at the change point; the
+        // other one then wins a streak (polling for the demoted one, say) and must give way.
+        let mut c = Chooser::new(Policy::Pct { seed: 5, depth: 2, horizon: 1 });
+        let owners = [1, 2];
+        let winner = owners[c.choose_lane(2, |i| owners[i])];
+        for _ in 0..PCT_MAX_STREAK - 1 {
+            assert_eq!(owners[c.choose_lane(2, |i| owners[i])], winner);
+        }
+        assert_ne!(owners[c.choose_lane(2, |i| owners[i])], winner);
+    }
+
+    #[test]
+    fn pct_streak_demotion_keeps_other_owners_order() {
+        // Three owners; the top one streaks and drops below both others, which keep their
+        // relative order (the second-highest runs next, not the lowest).
+        let mut c = Chooser::new(Policy::Pct { seed: 11, depth: 1, horizon: 10 });
+        let owners = [1, 2, 3];
+        let top = owners[c.choose_lane(3, |i| owners[i])];
+        for _ in 0..PCT_MAX_STREAK - 1 {
+            c.choose_lane(3, |i| owners[i]);
+        }
+        let second = owners[c.choose_lane(3, |i| owners[i])];
+        assert_ne!(second, top);
+        let Strategy::Pct(state) = &c.strategy else { unreachable!() };
+        let others: Vec<u64> = owners.iter().filter(|o| **o != top).map(|o| state.priorities[o]).collect();
+        assert!(others.iter().all(|p| *p > state.priorities[&top]));
+        assert_eq!(state.priorities[&second], *others.iter().max().unwrap());
     }
 }
