@@ -204,6 +204,57 @@ def test_pct_does_not_livelock_a_task_that_polls_for_another() -> None:
         assert result.ok and result.max_decisions < 1000
 
 
+@pytest.mark.parametrize("name", sorted({**PROGRAMS, **DEEP_PROGRAMS}))
+def test_a_failing_schedule_is_shrunk_and_still_replays(name: str) -> None:
+    program = {**PROGRAMS, **DEEP_PROGRAMS}[name]
+    raw = quiesce.explore(program, policy="random", seed=7, shrink=False, raise_on_failure=False)
+    shrunk = quiesce.explore(program, policy="random", seed=7, raise_on_failure=False)
+    assert raw.failure is not None and shrunk.failure is not None
+    assert raw.failure.shrunk_from is None
+    assert shrunk.failure.run == raw.failure.run and shrunk.failure.seed == raw.failure.seed
+    assert shrunk.failure.shrunk_from == raw.failure.deviations
+    assert 1 <= shrunk.failure.deviations <= raw.failure.deviations
+    assert shrunk.failure.reproduced is True
+    assert type(shrunk.failure.error) is type(raw.failure.error)
+    with pytest.raises(type(raw.failure.error)):
+        quiesce.replay(program, shrunk.failure.schedule)
+
+
+def test_shrinking_finds_the_two_deviations_a_lost_update_needs() -> None:
+    failure = quiesce.explore(lost_update, policy="random", raise_on_failure=False).failure
+    assert failure is not None and failure.deviations == 2
+    if failure.shrunk_from != failure.deviations:
+        assert f"Shrunk from {failure.shrunk_from} to 2 deviation(s)" in str(failure)
+
+
+def test_a_livelock_in_stock_order_shrinks_to_stock_order() -> None:
+    async def spin_both() -> None:
+        async def spin() -> None:
+            while True:
+                await asyncio.sleep(0)
+
+        await asyncio.gather(spin(), spin())
+
+    failure = quiesce.explore(
+        spin_both, policy="random", max_steps=2000, raise_on_failure=False
+    ).failure
+    assert failure is not None and isinstance(failure.error, quiesce.BudgetExceeded)
+    assert failure.schedule == "q1-" and failure.shrink_runs == 1
+
+
+def test_each_run_has_a_budget_of_a_million_callbacks_by_default() -> None:
+    assert quiesce.explore.__kwdefaults__["max_steps"] == 1_000_000
+    counted = {"steps": 0}
+
+    async def long_but_finite() -> None:
+        for _ in range(200_000):  # two hundred thousand callbacks: within the budget
+            await asyncio.sleep(0)
+            counted["steps"] += 1
+
+    assert quiesce.explore(long_but_finite, policy="fifo").ok
+    assert counted["steps"] == 200_000
+
+
 def test_time_is_virtual_in_every_run() -> None:
     async def slow() -> None:
         await asyncio.sleep(3600)

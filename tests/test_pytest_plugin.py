@@ -720,14 +720,6 @@ def test_exploring_a_test_that_requests_the_loop_is_an_error(pytester: pytest.Py
     result.stdout.fnmatch_lines(["*every run gets a fresh loop*"])
 
 
-def test_runs_without_exploration_built_is_a_clear_failure(pytester: pytest.Pytester) -> None:
-    if hasattr(quiesce, "explore"):
-        pytest.skip("exploration is built")
-    result = run(pytester, RACY.format(marker="(runs=3)"))
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*this quiesce build has no quiesce.explore()*"])
-
-
 # -- quiesce.EventLoopPolicy -------------------------------------------------------------------
 
 

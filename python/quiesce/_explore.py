@@ -11,15 +11,15 @@ fails the same way, on any machine and any supported Python.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Tuple
 
 from quiesce._core import CoreLoop
-from quiesce._errors import _StoppedWithReport
+from quiesce._errors import BudgetExceeded, _StoppedWithReport
 from quiesce._loop import (
-    DEFAULT_MAX_STEPS,
     DEFAULT_MAX_TIME,
     DEFAULT_PCT_DEPTH,
     DEFAULT_PCT_HORIZON,
@@ -39,6 +39,19 @@ DEFAULT_RUNS = 200
 
 #: Default delay bound of the bounded exhaustive search (``policy="dfs"``).
 DEFAULT_BOUND = 2
+
+#: Default callback budget of each run of :func:`explore`, :func:`replay` and
+#: :func:`check_determinism`: a run past it fails with :class:`quiesce.BudgetExceeded` (a
+#: livelock, most likely). Far below the loop's own default because exploration runs small
+#: tests many times, and a livelocked run costs the whole budget.
+DEFAULT_EXPLORE_MAX_STEPS = 1_000_000
+
+#: Runs :func:`explore` may spend shrinking a failing schedule.
+SHRINK_RUNS = 200
+
+#: Callbacks the determinism check records per run: a divergence shows up early, and the
+#: millions of callbacks of a livelock would only cost memory.
+TRACE_LIMIT = 100_000
 
 #: What ``policy="auto"`` cycles through after its first run (stock order, measured).
 _PORTFOLIO: Tuple[Tuple[str, int], ...] = (
@@ -112,6 +125,10 @@ class Failure:
     test_name: str
     #: Whether replaying the schedule failed the same way again (None: not checked).
     reproduced: Optional[bool] = None
+    #: Deviations of the failing run before :func:`explore` shrank its schedule, and the runs
+    #: that took (None: not shrunk).
+    shrunk_from: Optional[int] = None
+    shrink_runs: int = 0
     #: If the determinism check saw two replays differ: where and why (else None).
     nondeterminism: Optional[str] = None
 
@@ -128,6 +145,11 @@ class Failure:
             "Replay exactly:",
             f"    {self.replay_line()}",
         ]
+        if self.shrunk_from is not None and self.shrunk_from != self.deviations:
+            lines.append(
+                f"Shrunk from {self.shrunk_from} to {self.deviations} deviation(s) from stock "
+                f"order in {self.shrink_runs} run(s); the replay line reproduces the shrunk run."
+            )
         if self.faults:
             fired = ", ".join(f"{name!r} at t={when!r}" for name, when in self.faults)
             lines.append(f"Fault points that fired: {fired}")
@@ -195,7 +217,10 @@ class ExploreResult:
 class _Outcome:
     error: Optional[BaseException]
     schedule: str
+    #: Every decision, when the caller asked for them or the run failed; else empty.
     decisions: List[Decision]
+    #: (decisions, lane decisions, deviations from stock order).
+    counts: Tuple[int, int, int]
     time: float
     faults: List[Tuple[str, float]]
     mismatch: Optional[Tuple[int, str, int, int]]
@@ -275,12 +300,15 @@ def _run_once(
     loop_options: Dict[str, Any],
     *,
     trace: bool = False,
+    decisions: bool = False,
     max_time: Optional[float],
     max_steps: Optional[int],
 ) -> _Outcome:
     """One run of ``test`` on a fresh loop: the coroutine runs as the main task until it
     finishes; a deadlock, a budget overrun, the test's exception or an exception reported to
-    the loop's handler is the run's error."""
+    the loop's handler is the run's error. The run's decisions are copied out with
+    ``decisions`` (all of them), or the first ``TRACE_LIMIT`` when tracing or when it failed.
+    """
     if asyncio._get_running_loop() is not None:
         raise RuntimeError(
             "quiesce.explore()/replay() run their own event loops; call them from synchronous "
@@ -333,7 +361,10 @@ def _run_once(
         return _Outcome(
             error=error,
             schedule=loop.schedule,
-            decisions=loop.decisions(),
+            decisions=loop._q_decisions(None if decisions else TRACE_LIMIT)
+            if decisions or trace or error is not None
+            else [],
+            counts=loop._q_decision_counts(),
             time=loop.time(),
             faults=list(loop._q_faults_fired),
             mismatch=loop._q_mismatch(),
@@ -359,7 +390,8 @@ def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
         if len(first.decisions) == len(second.decisions)
         else min(len(first.decisions), len(second.decisions)),
     )
-    if index is None and decision is None:
+    beyond = decision is None and (first.schedule, first.counts) != (second.schedule, second.counts)
+    if index is None and decision is None and not beyond:
         return None
     lines = ["Determinism check: two replays of this schedule differ."]
     causes: List[str] = []
@@ -382,6 +414,11 @@ def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
                 "dict keyed by objects (asyncio.all_tasks() is a set; so is a set of tasks or "
                 "connections); sort it by something stable (a name) before iterating"
             )
+    if beyond:
+        lines.append(
+            f"The first {len(first.decisions):,} scheduling decisions match; later ones differ "
+            f"({first.counts[0]:,} decisions in the first run, {second.counts[0]:,} in the second)."
+        )
     if decision is not None:
         lines.append(f"First differing scheduling decision: #{decision + 1}")
         for label, run in (("first run", first), ("second run", second)):
@@ -409,10 +446,6 @@ def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
     return "\n".join(lines)
 
 
-def _deviations(decisions: List[Decision]) -> int:
-    return sum(1 for _, _, chosen, _ in decisions if chosen)
-
-
 def _same_failure(original: BaseException, again: Optional[BaseException]) -> bool:
     return again is not None and type(again) is type(original)
 
@@ -427,8 +460,9 @@ def explore(
     bound: int = DEFAULT_BOUND,
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
-    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+    max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
     check_determinism: bool = True,
+    shrink: bool = True,
     raise_on_failure: bool = True,
 ) -> ExploreResult:
     """Runs ``test`` (an async function with no arguments, or any callable returning a fresh
@@ -452,9 +486,15 @@ def explore(
 
     On failure it raises :class:`ExplorationFailed` (an ``AssertionError``), whose message
     names the seed, the schedule string and the line that replays it; with
-    ``raise_on_failure=False`` it returns the :class:`ExploreResult` instead. With
-    ``check_determinism`` (default) the failing schedule is replayed twice first, and the
-    failure says whether it reproduced, or where two replays diverged and why.
+    ``raise_on_failure=False`` it returns the :class:`ExploreResult` instead. With ``shrink``
+    (default) a failing random or PCT schedule is first shrunk: up to 200 more runs look for
+    the fewest deviations from stock order that still fail with the same exception type, so
+    the schedule to read and replay is as short as it can be. With ``check_determinism``
+    (default) the failing schedule is then replayed twice, and the failure says whether it
+    reproduced, or where two replays diverged and why.
+
+    Each run may run ``max_steps`` callbacks (default one million) and ``max_time`` virtual
+    seconds before it fails with :class:`quiesce.BudgetExceeded`.
     """
     test = _check_test(test, "explore")
     runs = _check_count("runs", runs, 1)
@@ -491,17 +531,25 @@ def explore(
             if strategy == "pct":
                 label = f"pct(depth={depth})"
         options["clock"] = clock
-        outcome = _run_once(test, options, **run_options)
+        outcome = _run_once(test, options, decisions=plans is not None, **run_options)
         result.runs += 1
         seen.add(outcome.schedule)
-        lane_decisions = sum(1 for kind, *_ in outcome.decisions if kind == "lane")
+        total, lane_decisions, _ = outcome.counts
         horizon = max(horizon if result.runs > 1 else 1, lane_decisions, 1)
-        result.max_decisions = max(result.max_decisions, len(outcome.decisions))
+        result.max_decisions = max(result.max_decisions, total)
         last_decisions = [(options_, chosen) for _, options_, chosen, _ in outcome.decisions]
         if outcome.error is not None:
+            shrunk_from, shrink_runs = None, 0
+            if shrink and plans is None:
+                shrunk_from = outcome.counts[2]
+                outcome, shrink_runs = _shrink(test, outcome, clock, run_options)
             result.failure = _failure(
                 test, outcome, index + 1, label, run_seed, clock, check_determinism, run_options
             )
+            if shrunk_from is not None:
+                result.failure = dataclasses.replace(
+                    result.failure, shrunk_from=shrunk_from, shrink_runs=shrink_runs
+                )
             break
     result.schedules = len(seen)
     if result.failure is not None and raise_on_failure:
@@ -551,6 +599,64 @@ def _dfs_plans(
     yield None
 
 
+def _shrink(
+    test: TestFactory, outcome: _Outcome, clock: str, run_options: Dict[str, Any]
+) -> Tuple[_Outcome, int]:
+    """A failing run with as few deviations from stock order as ``SHRINK_RUNS`` runs find,
+    failing with the same exception type as ``outcome``; and the runs spent. (For a run over
+    its budget, only stock order is tried.)
+
+    First the shortest prefix of the recorded choices that still fails (stock order after
+    it; found by bisection on the number of deviations kept), then blocks of the remaining
+    deviations set back to stock order. A candidate run counts by what it actually chose
+    (its own schedule), so a choice that no longer fits costs nothing."""
+    best, runs = outcome, 0
+
+    def attempt(choices: List[int]) -> Optional[_Outcome]:
+        nonlocal runs
+        runs += 1
+        options = {"schedule": CoreLoop._q_encode_schedule(choices), "clock": clock}
+        candidate = _run_once(test, options, **run_options)
+        if _same_failure(outcome.error, candidate.error) and candidate.counts[2] < (best.counts[2]):
+            return candidate
+        return None
+
+    if isinstance(outcome.error, BudgetExceeded):
+        # Each run of a livelock costs the whole budget: only ask whether stock order has it.
+        return attempt([]) or best, runs
+    choices = CoreLoop._q_decode_schedule(best.schedule)
+    deviations = [index for index, chosen in enumerate(choices) if chosen]
+    low, high = 0, len(deviations)  # keeping `high` deviations fails; find the fewest
+    while low < high and runs < SHRINK_RUNS:
+        keep = (low + high) // 2
+        cut = deviations[keep] if keep < len(deviations) else len(choices)
+        found = attempt(choices[:cut])
+        if found is not None:
+            best, high = found, min(keep, found.counts[2])
+        else:
+            low = keep + 1
+    # Then set blocks of deviations back to stock order, halving the block size when no
+    # block can go (delta debugging): irrelevant deviations often come in runs that only
+    # matter together, such as one task let ahead and then held back again.
+    block = max(1, best.counts[2] // 2)
+    while block >= 1 and runs < SHRINK_RUNS and best.counts[2] > 1:
+        choices = CoreLoop._q_decode_schedule(best.schedule)
+        deviations = [index for index, chosen in enumerate(choices) if chosen]
+        start, shrunk = 0, False
+        while start < len(deviations) and runs < SHRINK_RUNS:
+            dropped = set(deviations[start : start + block])
+            found = attempt([0 if i in dropped else c for i, c in enumerate(choices)])
+            if found is None:
+                start += block
+                continue
+            best, shrunk = found, True
+            choices = CoreLoop._q_decode_schedule(best.schedule)
+            deviations = [index for index, chosen in enumerate(choices) if chosen]
+        if not shrunk:
+            block //= 2
+    return best, runs
+
+
 def _failure(
     test: TestFactory,
     outcome: _Outcome,
@@ -572,19 +678,12 @@ def _failure(
         reproduced = _same_failure(outcome.error, first.error) and _same_failure(
             outcome.error, second.error
         )
-        if nondeterminism is None and (not reproduced or first.decisions != outcome.decisions):
+        if nondeterminism is None and (
+            not reproduced
+            or (first.decisions, first.schedule) != (outcome.decisions, outcome.schedule)
+        ):
             nondeterminism = _first_difference(
-                _Outcome(
-                    outcome.error,
-                    outcome.schedule,
-                    outcome.decisions,
-                    outcome.time,
-                    outcome.faults,
-                    None,
-                    trace=[],
-                    evidence=outcome.evidence,
-                ),
-                first,
+                dataclasses.replace(outcome, mismatch=None, trace=[]), first
             )
     return Failure(
         run=run,
@@ -593,8 +692,8 @@ def _failure(
         schedule=outcome.schedule,
         error=outcome.error,
         time=outcome.time,
-        decisions=len(outcome.decisions),
-        deviations=_deviations(outcome.decisions),
+        decisions=outcome.counts[0],
+        deviations=outcome.counts[2],
         faults=tuple(outcome.faults),
         test_name=getattr(test, "__qualname__", "test"),
         reproduced=reproduced,
@@ -608,7 +707,7 @@ def replay(
     *,
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
-    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+    max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
 ) -> None:
     """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
     decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
@@ -654,7 +753,7 @@ def check_determinism(
     policy: str = "random",
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
-    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
+    max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
 ) -> None:
     """Runs ``test`` twice under the same schedule (``schedule``, or the one ``policy`` and
     ``seed`` produce) and compares every scheduling decision, every callback run and the

@@ -620,10 +620,13 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     def _q_trace(self, entry: Any) -> None:
         """Called before each callback runs while tracing (the determinism self-check)."""
-        from quiesce._explore import describe_entry
+        from quiesce._explore import TRACE_LIMIT, describe_entry
 
-        if self._q_trace_log is not None:
-            self._q_trace_log.append((describe_entry(entry), self.time()))
+        log = self._q_trace_log
+        if log is not None:
+            log.append((describe_entry(entry), self.time()))
+            if len(log) >= TRACE_LIMIT:
+                self._q_set_trace(False)
 
     def _q_callback_error(self, handle: Any, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from quiesce._errors import BudgetExceeded, Deadlock
-from quiesce._explore import STRATEGIES
+from quiesce._explore import STRATEGIES, ExplorationFailed, explore, replay
 from quiesce._loop import _CLOCKS, DEFAULT_WATCHDOG, Loop
 
 #: ``--quiesce-policy`` and ``@pytest.mark.quiesce(policy=...)`` values.
@@ -573,11 +573,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     kwargs: Dict[str, Any] = {}
     if run.options["clock"] != "virtual":
         kwargs["clock"] = run.options["clock"]
+    function: Callable[..., Any]
     if schedule is not None:
-        run.mode, function = "replay", _exploration_api("replay")
+        run.mode, function = "replay", replay
         args: Tuple[Any, ...] = (make, schedule)
     else:
-        run.mode, function = "explore", _exploration_api("explore")
+        run.mode, function = "explore", explore
         args = (make,)
         kwargs["runs"] = runs
         policy = run.options["policy"] or config.getoption("quiesce_policy", None)
@@ -590,28 +591,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         function(*args, **kwargs)
     except AssertionError as exc:
         run.failure = exc
-        if hasattr(exc, "schedule"):
-            # quiesce.ExplorationFailed: its message holds the failing run's traceback;
-            # exploration's own frames would only bury it.
+        if isinstance(exc, ExplorationFailed):
+            # Its message holds the failing run's traceback; exploration's own frames would
+            # only bury it.
             raise exc.with_traceback(None) from None
         raise
     except BaseException as exc:
         run.failure = exc
         raise
     return True
-
-
-def _exploration_api(name: str) -> Callable[..., Any]:
-    import quiesce
-
-    function = getattr(quiesce, name, None)
-    if function is None:
-        pytest.fail(
-            f"this quiesce build has no quiesce.{name}(), which --quiesce-runs, runs=N and "
-            "--quiesce-replay need",
-            pytrace=False,
-        )
-    return function  # type: ignore[no-any-return]
 
 
 # -- reporting ---------------------------------------------------------------------------------

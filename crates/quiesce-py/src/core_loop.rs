@@ -23,8 +23,8 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use quiesce_core::{
-    next_bounded, validate_duration, ClockKind, IdleAction, Owner, Placement, Policy, RunMode, Schedule, Scheduler,
-    TimerId, FRESH_OWNER,
+    next_bounded, validate_duration, ClockKind, DecisionKind, IdleAction, Owner, Placement, Policy, RunMode, Schedule,
+    Scheduler, TimerId, FRESH_OWNER,
 };
 use rustc_hash::FxHashMap;
 
@@ -559,12 +559,29 @@ impl CoreLoop {
         self.with(py, |s| s.scheduler.chooser().schedule().encode())
     }
 
-    /// The decisions made so far, as (kind, options, chosen, virtual time) tuples.
-    fn _q_decisions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// The decisions made so far (the first `limit` of them), as (kind, options, chosen,
+    /// virtual time) tuples.
+    #[pyo3(signature = (limit = None))]
+    fn _q_decisions<'py>(&self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyList>> {
         let log: Vec<(&'static str, u32, u32, f64)> = self.with(py, |s| {
-            s.scheduler.chooser().log().iter().map(|d| (d.kind.name(), d.options, d.chosen, d.time)).collect()
+            let log = s.scheduler.chooser().log();
+            log[..limit.unwrap_or(log.len()).min(log.len())]
+                .iter()
+                .map(|d| (d.kind.name(), d.options, d.chosen, d.time))
+                .collect()
         })?;
         PyList::new(py, log)
+    }
+
+    /// (decisions, lane decisions, decisions that differ from stock order) so far: what an
+    /// exploration needs of every run, without copying a long log into Python.
+    fn _q_decision_counts(&self, py: Python<'_>) -> PyResult<(usize, usize, usize)> {
+        self.with(py, |s| {
+            let log = s.scheduler.chooser().log();
+            let lanes = log.iter().filter(|d| d.kind == DecisionKind::Lane).count();
+            let deviations = log.iter().filter(|d| d.chosen != 0).count();
+            (log.len(), lanes, deviations)
+        })
     }
 
     /// Where a replayed schedule first did not fit: (decision index, kind, recorded, options).
