@@ -57,7 +57,7 @@ def test_run_script_every_loop_is_a_quiesce_loop(tmp_path: Path) -> None:
     write(tmp_path / "prog.py", SHOW_LOOP)
     proc = quiesce_cli("run", "prog.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["quiesce._loop Loop 3600.0 None virtual", "__main__ []"]
+    assert proc.stdout.splitlines() == ["quiesce Loop 3600.0 None virtual", "__main__ []"]
     assert proc.stderr == ""
 
 
@@ -78,7 +78,7 @@ def test_run_passes_seed_and_clock_and_leaves_later_options_to_the_script(tmp_pa
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:2] == ["quiesce._loop", "Loop"]
+    assert lines[0].split()[:2] == ["quiesce", "Loop"]
     assert lines[0].split()[3:] == ["12", "real"]
     assert lines[1] == "__main__ ['a', '--seed', '3', '-m', 'x']"
 
@@ -180,7 +180,7 @@ def test_run_module(tmp_path: Path) -> None:
     proc = quiesce_cli("run", "--seed", "5", "-m", "mymod", "x", "--clock", "real", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "quiesce._loop Loop 3600.0 5 virtual",
+        "quiesce Loop 3600.0 5 virtual",
         "__main__ ['x', '--clock', 'real']",
     ]
 
@@ -285,6 +285,9 @@ def test_demo_module_still_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "quiesce.Deadlock" in proc.stdout
+    assert "in stock asyncio order the test passes" in proc.stdout
+    assert 'quiesce.replay(test_no_overdraft, "q1-' in proc.stdout
+    assert "AssertionError: overdrawn: balance -30" in proc.stdout
 
 
 # -- explore and replay: the pytest command lines ------------------------------------------------

@@ -63,3 +63,21 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def _present_as_public() -> None:
+    # Tracebacks, reprs and pytest's summaries name quiesce.Deadlock, not
+    # quiesce._errors.Deadlock. (The native Handle classes keep quiesce._core.)
+    for name in __all__:
+        value = globals()[name]
+        if getattr(value, "__module__", "").startswith("quiesce._") and name not in (
+            "Handle",
+            "TimerHandle",
+        ):
+            try:
+                value.__module__ = __name__
+            except (AttributeError, TypeError):  # pragma: no cover - a native type
+                pass
+
+
+_present_as_public()

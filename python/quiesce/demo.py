@@ -3,6 +3,7 @@
 1. The user story quiesce starts from: drive a coroutine that waits on an Event step by step.
 2. An hour of ``asyncio.sleep`` in a few milliseconds on the virtual clock.
 3. A deadlock reported instead of a hung program.
+4. A race that stock order hides, found by ``quiesce.explore`` and replayed exactly.
 """
 
 from __future__ import annotations
@@ -108,14 +109,54 @@ def a_deadlock() -> None:
         loop.close()
 
 
+async def test_no_overdraft() -> None:
+    """Two withdrawals from one account: each checks the balance, asks a (fast) fraud
+    service, then debits. The second customer logs in a moment later, so in stock asyncio
+    order the first debit lands before the second check and the test passes."""
+    account = {"balance": 100}
+
+    async def withdraw(amount: int, login_steps: int) -> None:
+        for _ in range(login_steps):
+            await asyncio.sleep(0)  # logging in
+        if account["balance"] >= amount:
+            await asyncio.sleep(0)  # the fraud check
+            account["balance"] -= amount
+
+    await asyncio.gather(withdraw(80, login_steps=0), withdraw(50, login_steps=2))
+    assert account["balance"] >= 0, f"overdrawn: balance {account['balance']}"
+
+
+def a_race_found_and_replayed() -> None:
+    """Explores the interleavings of ``test_no_overdraft`` and replays the failing one."""
+    print("4. A race that stock order hides, found by exploration and replayed")
+    quiesce.replay(test_no_overdraft, "q1-")  # stock order: passes
+    print("   in stock asyncio order the test passes")
+    try:
+        quiesce.explore(test_no_overdraft)
+    except quiesce.ExplorationFailed as found:
+        for line in str(found).splitlines():
+            print(f"   | {line}")
+        schedule = found.schedule
+    else:
+        raise AssertionError("the demo race was not found")
+    try:
+        quiesce.replay(test_no_overdraft, schedule)
+    except AssertionError as again:
+        print(f"   replayed {schedule}: AssertionError: {again}")
+    else:
+        raise AssertionError("the replay did not fail")
+
+
 def main() -> int:
-    """Runs the three parts of the demo."""
+    """Runs the four parts of the demo."""
     print(f"quiesce {quiesce.__version__} on Python {sys.version.split()[0]}\n")
     drive_step_by_step()
     print()
     an_hour_of_sleeps()
     print()
     a_deadlock()
+    print()
+    a_race_found_and_replayed()
     return 0
 
 
