@@ -54,12 +54,6 @@ def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", *args)
 
 
-needs_exploration = pytest.mark.skipif(
-    not hasattr(quiesce, "explore") or not hasattr(quiesce, "replay"),
-    reason="exploration (quiesce.explore, quiesce.replay) not built yet",
-)
-
-
 # -- installation ------------------------------------------------------------------------------
 
 
@@ -648,7 +642,6 @@ def test_racy_test_passes_in_stock_order(pytester: pytest.Pytester) -> None:
     run(pytester, RACY.format(marker="")).assert_outcomes(passed=1)
 
 
-@needs_exploration
 def test_runs_explores_and_prints_the_replay_command(pytester: pytest.Pytester) -> None:
     result = run(pytester, RACY.format(marker=""), "--quiesce-runs=50", "--quiesce-policy=random")
     result.assert_outcomes(failed=1)
@@ -673,7 +666,6 @@ def test_runs_explores_and_prints_the_replay_command(pytester: pytest.Pytester) 
     )
 
 
-@needs_exploration
 def test_marker_runs_explores_a_passing_test(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,
@@ -704,7 +696,6 @@ def test_marker_runs_explores_a_passing_test(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
-@needs_exploration
 def test_exploring_a_test_that_requests_the_loop_is_an_error(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,
