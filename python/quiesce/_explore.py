@@ -354,7 +354,7 @@ def _run_once(
                 break
         evidence = {
             "threads": bool(set(threading.enumerate()) - threads_before)
-            or loop._default_executor is not None,
+            or getattr(loop, "_default_executor", None) is not None,
             "io": len(loop._selector.get_map()) > 1,
             "real clock": loop.clock == "real",
         }
@@ -500,9 +500,10 @@ def explore(
     runs = _check_count("runs", runs, 1)
     bound = _check_count("bound", bound, 0)
     pct_depth = _check_count("pct_depth", pct_depth, 1)
-    seed = _check_seed(seed)
-    if seed is None:
+    checked_seed = _check_seed(seed)
+    if checked_seed is None:
         raise TypeError("seed must be an int, got None")
+    seed = checked_seed
     if policy not in STRATEGIES:
         raise ValueError(
             f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
@@ -511,13 +512,13 @@ def explore(
     result = ExploreResult(strategy=policy, seed=seed, bound=bound if policy == "dfs" else None)
     seen: set = set()
     horizon = DEFAULT_PCT_HORIZON
-    run_options = {"max_time": max_time, "max_steps": max_steps}
+    run_options: Dict[str, Any] = {"max_time": max_time, "max_steps": max_steps}
     plans = _dfs_plans(bound) if policy == "dfs" else None
     last_decisions: List[Tuple[int, int]] = []
 
     for index in range(1 if policy == "fifo" else runs):
         if plans is not None:
-            choices = plans.send(None) if index == 0 else plans.send(last_decisions)
+            choices = next(plans) if index == 0 else plans.send(last_decisions)
             if choices is None:
                 result.exhausted = True
                 break
@@ -611,13 +612,15 @@ def _shrink(
     deviations set back to stock order. A candidate run counts by what it actually chose
     (its own schedule), so a choice that no longer fits costs nothing."""
     best, runs = outcome, 0
+    original = outcome.error
+    assert original is not None
 
     def attempt(choices: List[int]) -> Optional[_Outcome]:
         nonlocal runs
         runs += 1
         options = {"schedule": CoreLoop._q_encode_schedule(choices), "clock": clock}
         candidate = _run_once(test, options, **run_options)
-        if _same_failure(outcome.error, candidate.error) and candidate.counts[2] < (best.counts[2]):
+        if _same_failure(original, candidate.error) and candidate.counts[2] < (best.counts[2]):
             return candidate
         return None
 
@@ -769,7 +772,10 @@ def check_determinism(
         else _loop_options("replay" if policy == "fifo" else policy, seed, DEFAULT_PCT_DEPTH, 100)
     )
     options["clock"] = clock
-    run_options = {"max_time": _check_seconds("max_time", max_time), "max_steps": max_steps}
+    run_options: Dict[str, Any] = {
+        "max_time": _check_seconds("max_time", max_time),
+        "max_steps": max_steps,
+    }
     first = _run_once(test, options, trace=True, **run_options)
     if schedule is None:
         options = {"schedule": first.schedule, "clock": clock}

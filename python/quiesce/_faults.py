@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from quiesce._idle import wait_all_tasks_blocked
+
+if TYPE_CHECKING:
+    from quiesce._loop import Loop
 
 
 def _check_point(name: object, probability: object) -> float:
@@ -25,7 +28,8 @@ def _check_point(name: object, probability: object) -> float:
     return float(probability)
 
 
-def _exploring_loop() -> Optional[asyncio.AbstractEventLoop]:
+def _exploring_loop() -> Optional[Loop]:
+
     from quiesce._loop import Loop
 
     loop = asyncio._get_running_loop()

@@ -200,6 +200,7 @@ def _await_chain(coro: object) -> List[Tuple[object, FrameType]]:
 
 def _state_of(obj: object) -> str:
     """``created``, ``running``, ``suspended`` or ``closed`` for a coroutine-like object."""
+    state: str
     try:
         if inspect.iscoroutine(obj):
             state = inspect.getcoroutinestate(obj)  # type: ignore[arg-type]

@@ -115,8 +115,9 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     elif sys.version_info >= (3, 11):
 
         def _setupAsyncioRunner(self) -> None:
-            assert self._asyncioRunner is None, "asyncio runner is already initialized"
-            self._asyncioRunner = asyncio.Runner(debug=True, loop_factory=self._quiesce_new_loop)
+            assert getattr(self, "_asyncioRunner", None) is None, "asyncio runner is already set"
+            runner = asyncio.Runner(debug=True, loop_factory=self._quiesce_new_loop)
+            self._asyncioRunner = runner
 
     else:
 

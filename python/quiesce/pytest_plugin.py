@@ -31,7 +31,7 @@ import inspect
 import math
 import traceback
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -652,7 +652,9 @@ def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     """Adds the "quiesce" section (seed, clock, loop time, pending tasks, replay command) to
     the report of a failing quiesce test."""
     outcome = yield
