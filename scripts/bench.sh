@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks quiesce.Loop (virtual and real clock) beside stock asyncio and uvloop, interleaved
 # in one process run per interpreter (CPython 3.11 and 3.13 by default), plus memory per
-# pending timer, then the Rust core's micro-benchmarks. Writes benches/results/*.md.
+# pending timer and exploration (runs to first failure per policy, cost per run), then the
+# Rust core's micro-benchmarks. Writes benches/results/*.md.
 #
 #   bash scripts/bench.sh                         # everything (about 20 minutes)
 #   QUIESCE_PYTHONS=3.13 bash scripts/bench.sh --quick   # a smoke run; options go to bench_loops.py
@@ -25,6 +26,8 @@ for py in "${pythons[@]}"; do
     "$venv/bin/python" benches/bench_loops.py "$@" | tee "benches/results/loops-$tag.md"
     echo "== $("$py" --version): memory"
     "$venv/bin/python" benches/bench_memory.py | tee "benches/results/memory-$tag.md"
+    echo "== $("$py" --version): exploration"
+    "$venv/bin/python" benches/bench_explore.py --seeds 20 | tee "benches/results/explore-$tag.md"
 done
 if [ "$#" -eq 0 ]; then
     echo "== Rust core micro-benchmarks (criterion)"

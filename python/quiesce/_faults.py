@@ -29,7 +29,6 @@ def _check_point(name: object, probability: object) -> float:
 
 
 def _exploring_loop() -> Optional[Loop]:
-
     from quiesce._loop import Loop
 
     loop = asyncio._get_running_loop()
