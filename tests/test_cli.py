@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -301,6 +302,7 @@ def test_explore_command_line() -> None:
         "-m",
         "pytest",
         "tests/test_x.py::test_y",
+        "--quiesce-mode=auto",
         "--quiesce-runs=50",
         "--quiesce-policy=pct",
         "--quiesce-seed=7",
@@ -314,6 +316,7 @@ def test_explore_defaults_and_pytest_arguments_pass_through() -> None:
         "-m",
         "pytest",
         "t.py::test_a",
+        "--quiesce-mode=auto",
         "--quiesce-runs=3",
         "--quiesce-policy=auto",
         "-x",
@@ -322,6 +325,7 @@ def test_explore_defaults_and_pytest_arguments_pass_through() -> None:
         "-q",
     ]
     assert pytest_command(["explore", "t.py::test_a"])[4:] == [
+        "--quiesce-mode=auto",
         "--quiesce-runs=100",
         "--quiesce-policy=auto",
     ]
@@ -339,6 +343,7 @@ def test_replay_command_line() -> None:
         "-m",
         "pytest",
         "t.py::test_a",
+        "--quiesce-mode=auto",
         "--quiesce-replay=q1-AwI",
         "-vv",
     ]
@@ -347,12 +352,17 @@ def test_replay_command_line() -> None:
 def test_command_builders() -> None:
     assert explore_command("t.py::x", runs=2, policy="dfs", seed=0, pytest_args=["-s"])[3:] == [
         "t.py::x",
+        "--quiesce-mode=auto",
         "--quiesce-runs=2",
         "--quiesce-policy=dfs",
         "--quiesce-seed=0",
         "-s",
     ]
-    assert replay_command("t.py::x", "q1-A")[3:] == ["t.py::x", "--quiesce-replay=q1-A"]
+    assert replay_command("t.py::x", "q1-A")[3:] == [
+        "t.py::x",
+        "--quiesce-mode=auto",
+        "--quiesce-replay=q1-A",
+    ]
 
 
 def test_explore_runs_pytest_and_exits_with_its_status(tmp_path: Path) -> None:
@@ -377,15 +387,57 @@ def test_explore_runs_pytest_and_exits_with_its_status(tmp_path: Path) -> None:
     assert "--quiesce-replay=q1-A" in proc.stderr
 
 
-def test_explore_with_the_plugin(tmp_path: Path) -> None:
-    pytest.importorskip("quiesce.pytest_plugin")
-    write(tmp_path / "test_some.py", "def test_ok():\n    pass\n\ndef test_bad():\n    assert 0\n")
+RACY_MODULE = """
+import asyncio
+
+async def test_ok():
+    await asyncio.sleep(60)
+
+async def test_racy():
+    account = {"balance": 100}
+
+    async def withdraw(amount, login_steps):
+        for _ in range(login_steps):
+            await asyncio.sleep(0)
+        if account["balance"] >= amount:
+            await asyncio.sleep(0)
+            account["balance"] -= amount
+
+    await asyncio.gather(withdraw(80, 0), withdraw(50, 2))
+    assert account["balance"] >= 0
+
+def test_sync():
+    pass
+"""
+
+
+def test_explore_and_replay_take_an_unmarked_async_test(tmp_path: Path) -> None:
+    write(tmp_path / "test_some.py", RACY_MODULE)
     passing = quiesce_cli(
         "explore", "test_some.py::test_ok", "--runs", "3", "-p", "no:cacheprovider", cwd=tmp_path
     )
     assert passing.returncode == 0, passing.stdout + passing.stderr
-    assert "passed" in passing.stdout
+    assert "1 passed" in passing.stdout
     failing = quiesce_cli(
-        "explore", "test_some.py::test_bad", "--runs", "3", "-p", "no:cacheprovider", cwd=tmp_path
+        "explore", "test_some.py::test_racy", "-p", "no:cacheprovider", cwd=tmp_path
     )
     assert failing.returncode == 1, failing.stdout + failing.stderr
+    found = re.search(r"--quiesce-replay=(q1-\S+)", failing.stdout)
+    assert found is not None, failing.stdout
+    replayed = quiesce_cli(
+        "replay",
+        "test_some.py::test_racy",
+        found.group(1),
+        "-p",
+        "no:cacheprovider",
+        cwd=tmp_path,
+    )
+    assert replayed.returncode == 1 and "assert -30 >= 0" in replayed.stdout
+
+
+def test_explore_of_a_test_quiesce_does_not_run_is_a_usage_error(tmp_path: Path) -> None:
+    write(tmp_path / "test_some.py", RACY_MODULE)
+    proc = quiesce_cli("explore", "test_some.py::test_sync", "-p", "no:cacheprovider", cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "none of the 1 selected test(s) runs on quiesce" in proc.stderr
+    assert "only async def tests run on quiesce" in proc.stderr

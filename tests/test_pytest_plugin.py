@@ -615,6 +615,27 @@ def test_replay_needs_exactly_one_test(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.parametrize("option", ["--quiesce-runs=3", "--quiesce-replay=q1-A"])
+def test_exploring_when_no_selected_test_runs_on_quiesce_is_a_usage_error(
+    pytester: pytest.Pytester, option: str
+) -> None:
+    source = """
+        import asyncio
+
+        async def test_unmarked():
+            await asyncio.sleep(1)
+    """
+    result = run(pytester, source, option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    message = result.stderr.str()
+    assert f"{option.split('=')[0]}: none of the 1 selected test(s) runs on quiesce" in message
+    assert "mark the test @pytest.mark.quiesce, or pass --quiesce-mode=auto" in message
+    assert run(pytester, source, option, "--quiesce-mode=auto").ret in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.TESTS_FAILED,
+    )
+
+
 # -- exploration -------------------------------------------------------------------------------
 
 RACY = """

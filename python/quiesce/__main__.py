@@ -166,6 +166,7 @@ def explore_command(
         "-m",
         "pytest",
         test_id,
+        "--quiesce-mode=auto",
         f"--quiesce-runs={runs}",
         f"--quiesce-policy={policy}",
     ]
@@ -177,7 +178,15 @@ def explore_command(
 def replay_command(test_id: str, schedule: str, *, pytest_args: Sequence[str] = ()) -> List[str]:
     """The command ``python -m quiesce replay`` runs: this interpreter's pytest on ``test_id``
     with the quiesce plugin's ``--quiesce-replay``, then ``pytest_args``."""
-    return [sys.executable, "-m", "pytest", test_id, f"--quiesce-replay={schedule}", *pytest_args]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        test_id,
+        "--quiesce-mode=auto",
+        f"--quiesce-replay={schedule}",
+        *pytest_args,
+    ]
 
 
 def pytest_command(argv: Sequence[str]) -> List[str]:

@@ -273,11 +273,29 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
-    """``--quiesce-replay`` replays one test's schedule: it needs exactly that test selected."""
-    if config.getoption("quiesce_replay", None) is None:
+    """``--quiesce-replay`` replays one test's schedule: it needs exactly that test selected;
+    ``--quiesce-runs`` needs at least one quiesce test among those selected."""
+    replay = config.getoption("quiesce_replay", None)
+    runs = config.getoption("quiesce_runs", None)
+    if replay is None and runs is None:
         return
     claimed = [item.nodeid for item in items if item.stash.get(_CLAIMED_KEY, False)]
-    if len(claimed) > 1:
+    if items and not claimed:
+        option = "--quiesce-replay" if replay is not None else "--quiesce-runs"
+        unclaimed = [item for item in items if _is_async_test(item)]
+        owner = _other_plugin_owner(unclaimed[0]) if unclaimed else None
+        why = (
+            f"{unclaimed[0].nodeid} is run by another plugin ({owner})"
+            if owner is not None
+            else "mark the test @pytest.mark.quiesce, or pass --quiesce-mode=auto to take "
+            "every async def test no other plugin claims"
+            if unclaimed
+            else "only async def tests run on quiesce"
+        )
+        raise pytest.UsageError(
+            f"{option}: none of the {len(items)} selected test(s) runs on quiesce; {why}"
+        )
+    if replay is not None and len(claimed) > 1:
         shown = ", ".join(claimed[:3]) + (", ..." if len(claimed) > 3 else "")
         raise pytest.UsageError(
             f"--quiesce-replay replays the schedule of one test, but {len(claimed)} quiesce "
