@@ -3,6 +3,7 @@
 
 MATURIN_VERSION=1.16.0
 RUFF_VERSION=0.17.6
+MYPY_VERSION=1.15.0
 PYTEST_VERSION=8.3.5
 
 find_python() {  # newest patch release of CPython $1: pyenv first, then PATH
@@ -31,15 +32,17 @@ find_pythons() {
     done
 }
 
-# Pinned maturin and ruff in .venvs/tools; sets `tools`.
+# Pinned maturin, ruff and mypy in .venvs/tools; sets `tools`.
 ensure_tools() {
     local host_python
     host_python=$(find_python 3.11); host_python=${host_python:-$(command -v python3)}
     tools=.venvs/tools
     if [ ! -x "$tools/bin/maturin" ] || ! "$tools/bin/maturin" --version | grep -q "$MATURIN_VERSION" \
-        || ! "$tools/bin/ruff" --version 2>/dev/null | grep -q "$RUFF_VERSION"; then
+        || ! "$tools/bin/ruff" --version 2>/dev/null | grep -q "$RUFF_VERSION" \
+        || ! "$tools/bin/mypy" --version 2>/dev/null | grep -q "mypy $MYPY_VERSION"; then
         "$host_python" -m venv "$tools"
-        "$tools/bin/pip" install -q "maturin==$MATURIN_VERSION" "ruff==$RUFF_VERSION"
+        "$tools/bin/pip" install -q "maturin==$MATURIN_VERSION" "ruff==$RUFF_VERSION" \
+            "mypy==$MYPY_VERSION"
     fi
 }
 

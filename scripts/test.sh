@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds quiesce and runs every test: Rust lint and tests, Python lint, the pytest suite on
 # every CPython 3.9-3.13 found on this machine (one wheel per interpreter, each in its own venv),
-# then, on the oldest and newest of them, the tests_interop/ recipes (pytest-asyncio and anyio
-# suites run on quiesce) and the fast subset of the test_asyncio conformance run.
+# then, on the oldest and newest of them, mypy on the package, the tests_interop/ recipes
+# (pytest-asyncio and anyio suites run on quiesce) and the fast subset of the test_asyncio
+# conformance run.
 #
 #   bash scripts/test.sh                              # everything
 #   QUIESCE_PYTHONS="3.9 3.13" bash scripts/test.sh   # a subset of interpreters
 #   QUIESCE_CONFORMANCE=0 bash scripts/test.sh        # without the conformance subset
 #   QUIESCE_INTEROP=0 bash scripts/test.sh            # without the tests_interop/ recipe runs
 #
-# Tools (maturin, ruff, pytest) are installed at pinned versions into .venvs/; nothing global.
+# Tools (maturin, ruff, mypy, pytest) are installed at pinned versions into .venvs/; nothing
+# global.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -57,6 +59,19 @@ PY
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
     if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 done
+
+# The package's type hints, checked against the oldest and newest interpreter's stdlib and
+# pytest (what a user type-checking code that uses quiesce gets).
+mypy_status=0
+ends=("${venvs[0]}")
+[ "${#venvs[@]}" -gt 1 ] && ends+=("${venvs[${#venvs[@]}-1]}")
+for venv in "${ends[@]}"; do
+    version=$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    echo "== mypy, Python $version"
+    (cd python && "$root/$tools/bin/mypy" --python-executable "$root/$venv/bin/python" \
+        --python-version "$version" -p quiesce) || mypy_status=1
+done
+[ "$mypy_status" -eq 0 ] || failed=$((failed + 1))
 
 if [ "${QUIESCE_INTEROP:-1}" != "0" ]; then
     # Oldest and newest interpreter: existing pytest-asyncio (1.x, 0.2x) and anyio suites run

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+import selectors
 import threading
 import time
 import weakref
@@ -126,6 +127,14 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     it raises :class:`Deadlock` with ``kind="potential deadlock"``; ``None`` waits forever,
     as stock asyncio does.
     """
+
+    if TYPE_CHECKING:
+        # asyncio's private state that this class reads (typeshed does not declare it).
+        _selector: selectors.BaseSelector
+        _thread_id: Optional[int]
+        _default_executor: Optional[concurrent.futures.ThreadPoolExecutor]
+
+        def _process_events(self, event_list: List[Any]) -> None: ...
 
     def __init__(
         self,
@@ -401,7 +410,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if value:
             raise ValueError("quiesce.Loop._scheduled can only be reset to empty")
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., Any], *args: Any
+    ) -> Any:
         """As asyncio's; the job counts as outside activity until its result is delivered, so
         the virtual clock does not jump past it and the loop waits for it instead of
         reporting a deadlock."""
@@ -429,7 +440,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         """As asyncio's; the child counts as outside activity (like an executor job) until
         its exit is delivered, so the virtual clock does not jump past a process that is
         still running (its exit is watched by a thread, not a file descriptor)."""
-        transport = await super()._make_subprocess_transport(*args, **kwargs)
+        transport = await super()._make_subprocess_transport(  # type: ignore[misc]
+            *args, **kwargs
+        )
         exit_waiters = getattr(transport, "_exit_waiters", None)
         if transport.get_returncode() is None and isinstance(exit_waiters, list):
             self._q_executor_jobs(1)

@@ -55,28 +55,30 @@ def run(
     return _run_on_loop(main, seed=seed, clock=clock, debug=debug)
 
 
-def _run_with_runner(
-    main: Coroutine[Any, Any, T], *, seed: Optional[int], clock: str, debug: Optional[bool]
-) -> T:
-    """3.11+: ``asyncio.run`` is ``with Runner(debug=debug) as runner: runner.run(main)``.
+if sys.version_info >= (3, 11):
 
-    Given a ``loop_factory``, a Runner neither sets nor unsets the current event loop, which
-    ``asyncio.run`` (with its default factory) does: the factory sets it, as the Runner does
-    right after making its loop, and it is unset once the Runner has closed the loop."""
-    made = []
+    def _run_with_runner(
+        main: Coroutine[Any, Any, T], *, seed: Optional[int], clock: str, debug: Optional[bool]
+    ) -> T:
+        """3.11+: ``asyncio.run`` is ``with Runner(debug=debug) as runner: runner.run(main)``.
 
-    def new_loop() -> Loop:
-        loop = Loop(seed=seed, clock=clock)
-        made.append(loop)
-        asyncio.set_event_loop(loop)
-        return loop
+        Given a ``loop_factory``, a Runner neither sets nor unsets the current event loop, which
+        ``asyncio.run`` (with its default factory) does: the factory sets it, as the Runner does
+        right after making its loop, and it is unset once the Runner has closed the loop."""
+        made = []
 
-    try:
-        with asyncio.Runner(debug=debug, loop_factory=new_loop) as runner:
-            return runner.run(main)
-    finally:
-        if made:
-            asyncio.set_event_loop(None)
+        def new_loop() -> Loop:
+            loop = Loop(seed=seed, clock=clock)
+            made.append(loop)
+            asyncio.set_event_loop(loop)
+            return loop
+
+        try:
+            with asyncio.Runner(debug=debug, loop_factory=new_loop) as runner:
+                return runner.run(main)
+        finally:
+            if made:
+                asyncio.set_event_loop(None)
 
 
 def _run_on_loop(

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import sys
 import unittest
-from typing import Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from quiesce._errors import Deadlock
 from quiesce._loop import Loop
@@ -51,6 +51,12 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     coroutine is cancelled when the loop is shut down after the cleanups (3.11+), or at once,
     before ``asyncTearDown`` (3.9 and 3.10, where one task runs all of the test's coroutines).
     """
+
+    if TYPE_CHECKING:
+        # Set by IsolatedAsyncioTestCase on 3.9 and 3.10 (typeshed does not declare them).
+        _asyncioTestLoop: Optional[Loop]
+        _asyncioLoopRunner: Callable[[asyncio.Future[Any]], Any]
+        _asyncioCallsQueue: Any
 
     #: Scheduling seed of each test's loop: None for first in, first out, or an int.
     quiesce_seed: ClassVar[Optional[int]] = None
@@ -148,6 +154,7 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
             deadlocks, the runner task is stuck awaiting it: cancels it there (the runner
             task itself carries on) so that it can run asyncTearDown and the cleanups."""
             loop = self._asyncioTestLoop
+            assert loop is not None, "asyncio test loop is not initialized"
             fut = loop.create_future()
             self._asyncioCallsQueue.put_nowait((fut, awaitable))
             try:
