@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import List
+import re
+import threading
+from typing import Any, Dict, List
 
 import pytest
 from buggy_programs import (
@@ -524,3 +526,104 @@ def test_exploration_does_not_touch_the_global_random_state() -> None:
     random.seed(1234)
     quiesce.explore(lambda: hops(3), runs=10)
     assert random.random() == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_steps": 0}, ValueError, "max_steps must be >= 1, got 0"),
+        ({"max_steps": "x"}, TypeError, "max_steps must be an int, got str"),
+        ({"max_steps": True}, TypeError, "max_steps must be an int, got bool"),
+        ({"pct_depth": 2**33, "policy": "pct"}, ValueError, "pct_depth must be <= 2147483647"),
+        ({"watchdog": 0}, ValueError, "watchdog must be > 0 seconds"),
+        ({"watchdog": "1"}, TypeError, "watchdog must be a number of seconds or None"),
+    ],
+)
+def test_run_budgets_are_checked_before_any_run(
+    kwargs: Dict[str, Any], error: type, message: str
+) -> None:
+    ran: List[int] = []
+
+    async def counted() -> None:
+        ran.append(1)
+
+    with pytest.raises(error, match=re.escape(message)):
+        quiesce.explore(counted, **kwargs)
+    for function in (quiesce.replay, quiesce.check_determinism):
+        if "pct_depth" in kwargs:
+            continue
+        call_kwargs = {"schedule": "q1-"} if function is quiesce.check_determinism else {}
+        args = (counted, "q1-") if function is quiesce.replay else (counted,)
+        with pytest.raises(error, match=re.escape(message)):
+            function(*args, **kwargs, **call_kwargs)  # type: ignore[operator]
+    assert ran == []
+
+
+def test_a_seed_with_a_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("pass schedule='q1-...' or seed=<int>, not")):
+        quiesce.Loop(schedule="q1-", seed=1)
+
+
+def test_the_bounded_search_knows_when_its_last_run_was_the_last_schedule() -> None:
+    async def two_steps() -> None:
+        await asyncio.gather(hops(2), hops(2))
+
+    everything = quiesce.explore(two_steps, policy="dfs", bound=1, runs=1000)
+    assert everything.exhausted
+    exact = quiesce.explore(two_steps, policy="dfs", bound=1, runs=everything.runs)
+    assert exact.exhausted and exact.runs == everything.runs
+    short = quiesce.explore(two_steps, policy="dfs", bound=1, runs=everything.runs - 1)
+    assert not short.exhausted
+
+
+def test_explore_runs_on_the_real_clock_too() -> None:
+    async def tiny_sleeps() -> None:
+        await asyncio.gather(asyncio.sleep(0.001), asyncio.sleep(0.001))
+        assert asyncio.get_running_loop().clock == "real"
+
+    assert quiesce.explore(tiny_sleeps, runs=3, clock="real").ok
+
+
+def test_tasks_that_refuse_to_die_do_not_hang_the_exploration() -> None:
+    async def leaves_stubborn_tasks() -> None:
+        async def swallows_cancellation() -> None:
+            while True:
+                try:
+                    await asyncio.sleep(1)
+                except asyncio.CancelledError:
+                    pass
+
+        async def busy_cleanup() -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                while True:
+                    await asyncio.sleep(0)
+
+        left = [
+            asyncio.ensure_future(swallows_cancellation()),
+            asyncio.ensure_future(busy_cleanup()),
+        ]
+        await asyncio.sleep(0)
+        assert not any(task.done() for task in left)
+
+    assert quiesce.explore(leaves_stubborn_tasks, runs=3).ok
+
+
+def test_a_plain_thread_delivering_the_result_is_waited_for_not_a_deadlock() -> None:
+    async def result_from_a_thread() -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        release = threading.Event()
+
+        def deliver() -> None:
+            release.wait(5)
+            loop.call_soon_threadsafe(future.set_result, 42)
+
+        thread = threading.Thread(target=deliver)
+        thread.start()
+        loop.call_soon(release.set)
+        assert await future == 42
+        thread.join()
+
+    assert quiesce.explore(result_from_a_thread, runs=3, check_determinism=False).ok

@@ -189,8 +189,8 @@ def test_deadlock_fails_with_the_report(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*Deadlock: Deadlock at loop time 30.0*",
-            "E *Task 'test_stuck' (coroutine test_stuck() in *) [[]waiting[]]",
-            "E *awaiting: *Event.wait()*",
+            "*Task 'test_stuck' (coroutine test_stuck() in *) [[]waiting[]]",
+            "*awaiting: *Event.wait()*",
             "*- quiesce -*",
             "seed: None*",
             "clock: virtual",
@@ -776,3 +776,268 @@ def test_policy_installed_globally_serves_new_event_loop() -> None:
 def test_policy_checks_its_arguments_at_once(kwargs: Any, error: type, message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         quiesce.EventLoopPolicy(**kwargs)
+
+
+# -- regressions: exploration with fixtures, bounded teardown, claims ----------------------------
+
+
+def test_async_fixtures_are_set_up_anew_in_every_exploration_run(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        setups, teardowns = [], []
+
+        @pytest.fixture
+        async def queue():
+            return asyncio.Queue()  # bound to this run's loop on 3.9
+
+        @pytest.fixture
+        async def state(queue):
+            setups.append(asyncio.get_running_loop())
+            yield {"n": 0, "queue": queue}
+            teardowns.append(asyncio.get_running_loop())
+
+        @pytest.mark.quiesce(runs=5)
+        async def test_fresh_state(state):
+            state["n"] += 1
+            await state["queue"].put(1)
+            assert state["n"] == 1 and await state["queue"].get() == 1
+
+        def test_each_run_had_its_own_loop():
+            assert len(setups) == 5 and len(set(map(id, setups))) == 5
+            assert teardowns == setups
+        """,
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_a_sync_fixture_cannot_take_an_async_fixture_under_exploration(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.fixture
+        async def client():
+            return "client"
+
+        @pytest.fixture
+        def wrapper(client):
+            return [client]
+
+        @pytest.mark.quiesce(runs=3)
+        async def test_it(wrapper):
+            pass
+        """,
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*the sync fixture 'wrapper' cannot use the async fixture(s) 'client'*"]
+    )
+
+
+def test_breaking_out_of_an_async_generator_is_not_a_leftover_task(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import pytest
+
+        async def numbers():
+            i = 0
+            while True:
+                yield i
+                i += 1
+
+        @pytest.mark.quiesce
+        async def test_first():
+            async for n in numbers():
+                break
+            assert n == 0
+        """,
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_tasks_that_refuse_to_die_are_reported_without_hanging(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        async def swallows_cancellation():
+            while True:
+                try:
+                    await asyncio.sleep(1)
+                except asyncio.CancelledError:
+                    pass
+
+        @pytest.mark.quiesce
+        async def test_leaves_a_stubborn_task():
+            asyncio.ensure_future(swallows_cancellation())
+            await asyncio.sleep(0)
+        """,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*The test left 1 task(s) pending*",
+            "*did not finish after being cancelled at teardown (they swallow the cancellation*",
+        ]
+    )
+
+
+def test_a_busy_loop_waiting_for_a_timer_fails_instead_of_hanging(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        async def spin():
+            while True:
+                await asyncio.sleep(0)
+
+        @pytest.mark.quiesce(max_steps=10_000)
+        async def test_busy():
+            await asyncio.wait_for(spin(), 0.5)
+        """,
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*BudgetExceeded: the loop ran 10000 callbacks*"])
+
+
+def test_the_marker_watchdog_reaches_every_exploration_run(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, threading, pytest
+
+        @pytest.mark.quiesce(runs=2, watchdog=0.05)
+        async def test_waits_on_a_thread_that_never_answers():
+            never = threading.Event()
+            try:
+                await asyncio.to_thread(never.wait)  # the watchdog fires first
+            finally:
+                never.set()
+        """,
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Potential deadlock at loop time*"])
+
+
+def test_a_fixture_that_deadlocks_in_its_teardown_is_named_once(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        @pytest.fixture
+        async def resource():
+            yield "resource"
+            await asyncio.Event().wait()  # its cleanup waits forever
+
+        @pytest.mark.quiesce
+        async def test_uses_it(resource):
+            assert resource == "resource"
+        """,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*Deadlock: in the teardown of async fixture 'resource'*"])
+    result.stdout.no_fnmatch_line("*The test left*")
+
+
+def test_an_auto_claimed_test_gets_a_replay_line_that_claims_it_again(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        RACY.format(marker="").replace("@pytest.mark.quiesce\n", ""),
+        "--quiesce-mode=auto",
+        "--quiesce-runs=100",
+    )
+    result.assert_outcomes(failed=1)
+    line = next(
+        text for text in result.outlines if text.startswith("replay this failing schedule:")
+    )
+    assert " --quiesce-mode=auto --quiesce-replay=q1-" in line
+
+
+def test_an_auto_claim_is_given_back_when_another_plugin_marks_the_test_later(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-asyncio 0.21 in its auto mode marks tests in collection_modifyitems.
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_configure(config):
+            config.addinivalue_line("markers", "asyncio: stands in for pytest-asyncio")
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker("asyncio")
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_pyfunc_call(pyfuncitem):
+            pyfuncitem.config.stash.setdefault("ran", []).append(pyfuncitem.name)
+            return True
+        """
+    )
+    result = run(
+        pytester,
+        """
+        async def test_owned_by_the_other_plugin():
+            pass
+        """,
+        "--quiesce-mode=auto",
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*claimed by*")
+
+
+def test_replay_counts_the_tests_left_after_last_failed_selection(
+    pytester: pytest.Pytester,
+) -> None:
+    source = RACY.format(marker="") + ("\n@pytest.mark.quiesce\nasync def test_fine():\n    pass\n")
+    first = run(pytester, source, "-p", "cacheprovider", "--quiesce-runs=100")
+    first.assert_outcomes(failed=1, passed=1)
+    again = pytester.runpytest(
+        *PLUGIN_ARGS, "-p", "cacheprovider", "--lf", "--quiesce-replay=q1-AAEAAQ"
+    )
+    assert again.ret != pytest.ExitCode.USAGE_ERROR, again.stderr.str()
+    again.assert_outcomes(failed=1)
+
+
+def test_bad_marker_arguments_on_a_plain_test_are_errors_too(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.quiesce(sed=1)
+        def test_typo(quiesce_loop):
+            pass
+
+        @pytest.mark.quiesce(runs=5)
+        def test_runs_on_a_plain_test():
+            pass
+        """,
+    )
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*invalid @pytest.mark.quiesce(...): unknown argument(s) sed*",
+            "*@pytest.mark.quiesce(runs=..., policy=...) explores async def tests*",
+        ]
+    )

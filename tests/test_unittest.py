@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import unittest
 from typing import Any, List, Tuple, Type
 
@@ -383,3 +384,19 @@ def test_debug_runs_the_test_without_a_result() -> None:
     Case("test_it").debug()
     assert log == [42.0]
     assert current_loop() is None
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "error", "message"),
+    [
+        ("quiesce_clock", "wall", ValueError, "Bad.quiesce_clock must be 'virtual' or 'real'"),
+        ("quiesce_seed", -1, ValueError, "Bad.quiesce_seed must be in range(0, 2**64)"),
+        ("quiesce_seed", "7", TypeError, "Bad.quiesce_seed must be an int or None"),
+    ],
+)
+def test_bad_class_settings_fail_when_the_class_is_defined(
+    attribute: str, value: Any, error: Type[Exception], message: str
+) -> None:
+    # Not later, inside the run: on 3.9 and 3.10 that would abort the whole unittest run.
+    with pytest.raises(error, match=re.escape(message)):
+        type("Bad", (quiesce.TestCase,), {attribute: value})

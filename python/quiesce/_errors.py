@@ -27,6 +27,13 @@ class _StoppedWithReport(RuntimeError):
         self.tasks = tuple(tasks)
         self.report = report
 
+    def while_doing(self, what: str) -> _StoppedWithReport:
+        """The same error, its message prefixed with where it happened (``what``)."""
+        again = type(self).__new__(type(self))
+        again.__dict__.update(self.__dict__)
+        RuntimeError.__init__(again, f"{what}: {self}")
+        return again
+
 
 class Deadlock(_StoppedWithReport):
     """The awaited result can never arrive (``kind="deadlock"``), or only outside activity

@@ -23,10 +23,12 @@ from quiesce._loop import (
     DEFAULT_MAX_TIME,
     DEFAULT_PCT_DEPTH,
     DEFAULT_PCT_HORIZON,
+    DEFAULT_WATCHDOG,
     Loop,
     _check_seconds,
     _check_seed,
 )
+from quiesce._teardown import cancel_and_shut_down
 
 #: A test for :func:`explore`: a callable with no arguments returning a fresh coroutine.
 TestFactory = Callable[[], Awaitable[Any]]
@@ -266,12 +268,26 @@ def _check_test(test: object, caller: str) -> TestFactory:
     return test  # type: ignore[return-value]
 
 
-def _check_count(name: str, value: object, minimum: int) -> int:
+def _check_count(name: str, value: object, minimum: int, maximum: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def _check_run_budgets(
+    max_time: object, max_steps: object, watchdog: object
+) -> Tuple[Optional[float], Optional[int], Optional[float]]:
+    """The per-run budgets, checked as :class:`quiesce.Loop` checks them."""
+    checked_time = _check_seconds("max_time", max_time)
+    checked_steps = None if max_steps is None else _check_count("max_steps", max_steps, 1)
+    checked_watchdog = _check_seconds("watchdog", watchdog)
+    if checked_watchdog == 0:
+        raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
+    return checked_time, checked_steps, checked_watchdog
 
 
 def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -280,17 +296,10 @@ def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
 
 
 def _dispose(loop: Loop) -> None:
-    """Cancels what is left, shuts down generators and the default executor, closes."""
+    """Cancels what is left (within a bounded grace period: a task that refuses to die must
+    neither hang the exploration nor hide the run's own outcome), shuts down, closes."""
     try:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    except (Exception, asyncio.CancelledError):
-        pass  # a task that refuses to die must not hide the run's own outcome
+        cancel_and_shut_down(loop)
     finally:
         loop.close()
 
@@ -303,6 +312,7 @@ def _run_once(
     decisions: bool = False,
     max_time: Optional[float],
     max_steps: Optional[int],
+    watchdog: Optional[float] = DEFAULT_WATCHDOG,
 ) -> _Outcome:
     """One run of ``test`` on a fresh loop: the coroutine runs as the main task until it
     finishes; a deadlock, a budget overrun, the test's exception or an exception reported to
@@ -314,7 +324,7 @@ def _run_once(
             "quiesce.explore()/replay() run their own event loops; call them from synchronous "
             "code, not from inside a running loop"
         )
-    loop = Loop(**loop_options)
+    loop = Loop(watchdog=watchdog, **loop_options)
     reported: List[Dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     if trace:
@@ -333,15 +343,10 @@ def _run_once(
                 f"function with no arguments), but it returned {type(coro).__name__}"
             )
         main = loop.create_task(coro)
-
-        def main_done(_task: asyncio.Future) -> None:
-            loop.stop()
-
-        main.add_done_callback(main_done)
         try:
-            loop.run_until_idle(max_time=max_time, max_steps=max_steps)
-            if not main.done():
-                raise loop._q_deadlock_error()
+            loop._q_run_until_done(
+                main, "explore", max_time if loop.clock == "virtual" else None, max_steps
+            )
             main.result()
         except (Exception, asyncio.CancelledError) as exc:
             error = exc
@@ -461,6 +466,7 @@ def explore(
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
+    watchdog: Optional[float] = DEFAULT_WATCHDOG,
     check_determinism: bool = True,
     shrink: bool = True,
     raise_on_failure: bool = True,
@@ -494,12 +500,13 @@ def explore(
     reproduced, or where two replays diverged and why.
 
     Each run may run ``max_steps`` callbacks (default one million) and ``max_time`` virtual
-    seconds before it fails with :class:`quiesce.BudgetExceeded`.
+    seconds before it fails with :class:`quiesce.BudgetExceeded`; ``watchdog`` is each run's
+    loop's (see :class:`quiesce.Loop`).
     """
     test = _check_test(test, "explore")
     runs = _check_count("runs", runs, 1)
     bound = _check_count("bound", bound, 0)
-    pct_depth = _check_count("pct_depth", pct_depth, 1)
+    pct_depth = _check_count("pct_depth", pct_depth, 1, 2**31 - 1)
     checked_seed = _check_seed(seed)
     if checked_seed is None:
         raise TypeError("seed must be an int, got None")
@@ -508,11 +515,15 @@ def explore(
         raise ValueError(
             f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
         )
-    max_time = _check_seconds("max_time", max_time)
+    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
     result = ExploreResult(strategy=policy, seed=seed, bound=bound if policy == "dfs" else None)
     seen: set = set()
     horizon = DEFAULT_PCT_HORIZON
-    run_options: Dict[str, Any] = {"max_time": max_time, "max_steps": max_steps}
+    run_options: Dict[str, Any] = {
+        "max_time": max_time,
+        "max_steps": max_steps,
+        "watchdog": watchdog,
+    }
     plans = _dfs_plans(bound) if policy == "dfs" else None
     last_decisions: List[Tuple[int, int]] = []
 
@@ -552,6 +563,10 @@ def explore(
                     result.failure, shrunk_from=shrunk_from, shrink_runs=shrink_runs
                 )
             break
+    else:
+        # The run budget is spent: the search is exhausted if no schedule is left.
+        if plans is not None and result.runs and plans.send(last_decisions) is None:
+            result.exhausted = True
     result.schedules = len(seen)
     if result.failure is not None and raise_on_failure:
         raise ExplorationFailed(result)
@@ -711,6 +726,7 @@ def replay(
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
+    watchdog: Optional[float] = DEFAULT_WATCHDOG,
 ) -> None:
     """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
     decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
@@ -724,11 +740,13 @@ def replay(
     if not isinstance(schedule, str):
         raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
     CoreLoop._q_decode_schedule(schedule)  # a clear ValueError for a mangled string
+    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
     outcome = _run_once(
         test,
         {"schedule": schedule, "clock": clock},
-        max_time=_check_seconds("max_time", max_time),
+        max_time=max_time,
         max_steps=max_steps,
+        watchdog=watchdog,
     )
     if outcome.error is not None:
         raise outcome.error
@@ -757,6 +775,7 @@ def check_determinism(
     clock: str = "virtual",
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
+    watchdog: Optional[float] = DEFAULT_WATCHDOG,
 ) -> None:
     """Runs ``test`` twice under the same schedule (``schedule``, or the one ``policy`` and
     ``seed`` produce) and compares every scheduling decision, every callback run and the
@@ -772,9 +791,11 @@ def check_determinism(
         else _loop_options("replay" if policy == "fifo" else policy, seed, DEFAULT_PCT_DEPTH, 100)
     )
     options["clock"] = clock
+    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
     run_options: Dict[str, Any] = {
-        "max_time": _check_seconds("max_time", max_time),
+        "max_time": max_time,
         "max_steps": max_steps,
+        "watchdog": watchdog,
     }
     first = _run_once(test, options, trace=True, **run_options)
     if schedule is None:

@@ -59,6 +59,11 @@ DEFAULT_PCT_HORIZON = 100
 
 
 def _check_policy(policy: Optional[str], seed: Optional[int], schedule: Optional[str]) -> str:
+    if schedule is not None and seed is not None:
+        raise ValueError(
+            "a schedule replays recorded decisions, so a seed would have no effect: pass "
+            "schedule='q1-...' or seed=<int>, not both"
+        )
     if policy is None:
         if schedule is not None:
             return "replay"
@@ -178,6 +183,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._q_children: weakref.WeakSet[asyncio.SubprocessTransport] = weakref.WeakSet()
         self._q_idle_waiters: List[asyncio.Future] = []
         self._q_time_limit: Optional[float] = None
+        self._q_idle_method = "run_until_idle"
         self._q_until_idle = False
         self._q_stalled_since: Optional[float] = None
         self._q_stalled_ran = -1
@@ -319,12 +325,54 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         ``None`` lifts a limit. Needs ``clock="virtual"``.
         """
         self._q_require_virtual("run_until_idle")
+        self._q_run_idle("run_until_idle", max_time, max_steps)
+
+    def _q_run_until_done(
+        self,
+        main: asyncio.Future[Any],
+        method: str,
+        max_time: Optional[float],
+        max_steps: Optional[int],
+    ) -> None:
+        """Runs until ``main`` is done, on either clock, within ``max_time`` seconds of virtual
+        time and ``max_steps`` callbacks in all (``BudgetExceeded`` past either). Raises
+        :class:`Deadlock` if ``main`` can never finish; like ``run_until_complete``, it first
+        waits (up to the watchdog) for other live threads that could still deliver work."""
+
+        def stop(_done: asyncio.Future[Any]) -> None:
+            self.stop()
+
+        started_time, started_ran = self.time(), self._q_stats()["total_ran"]
+        main.add_done_callback(stop)
+        try:
+            while not main.done():
+                time_left = (
+                    None if max_time is None else max(0.0, max_time - (self.time() - started_time))
+                )
+                steps_left = None
+                if max_steps is not None:
+                    steps_left = max(1, max_steps - (self._q_stats()["total_ran"] - started_ran))
+                self._q_run_idle(method, time_left, steps_left)
+                if main.done() or self._q_has_ready():
+                    continue
+                if not self._q_live_threads():
+                    raise self._q_deadlock_error()
+                if self._q_stall_budget() <= 0:
+                    raise self._q_deadlock_error(potential=True)
+                self._q_wait(_THREAD_POLL_SECONDS)
+        finally:
+            main.remove_done_callback(stop)
+
+    def _q_run_idle(self, method: str, max_time: Optional[float], max_steps: Optional[int]) -> None:
+        """``run_until_idle`` on either clock (on the real clock ``max_time`` never trips: the
+        clock only moves at real pace). A callback may stop it early, as ``run_forever``."""
         max_time = _check_seconds("max_time", max_time)
+        self._q_idle_method = method
         self._q_time_limit = None if max_time is None else self.time() + max_time
         self._q_until_idle = True
         self._q_set_jump_hook(True)
         try:
-            self._q_drive("run_until_idle", "until_idle", max_steps, fast_path=False)
+            self._q_drive(method, "until_idle", max_steps, fast_path=False)
         finally:
             self._q_time_limit = None
             self._q_until_idle = False
@@ -544,8 +592,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             why = why or (
                 f"nothing has run for {self._q_watchdog:g} s of real time (the loop's watchdog) "
                 f"while the only thing that could wake it is outside the loop ({waited_for}), "
-                "and it has not arrived. Raise the watchdog (quiesce.Loop(watchdog=...), None "
-                "waits forever) if that activity is just slow"
+                "and it has not arrived. Raise the watchdog (watchdog=... of quiesce.Loop, "
+                "quiesce.explore or @pytest.mark.quiesce; None waits forever) if that activity "
+                "is just slow"
             )
         elif not why:
             why = (
@@ -568,8 +617,8 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         limit = self._q_time_limit
         if limit is not None and when > limit:
             raise self._q_budget_error(
-                f"run_until_idle() would move the virtual clock to t={when!r}, past its "
-                f"max_time (t={limit!r})",
+                f"{self._q_idle_method}() would move the virtual clock to t={when!r}, past "
+                f"its max_time (t={limit!r})",
                 "a timer keeps being rescheduled (a periodic task or a retry loop)",
                 periodic=True,
             )

@@ -23,7 +23,7 @@ import unittest
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from quiesce._errors import Deadlock
-from quiesce._loop import Loop
+from quiesce._loop import _CLOCKS, Loop, _check_seed
 
 
 class TestCase(unittest.IsolatedAsyncioTestCase):
@@ -62,6 +62,20 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     quiesce_seed: ClassVar[Optional[int]] = None
     #: Clock of each test's loop: "virtual" or "real".
     quiesce_clock: ClassVar[str] = "virtual"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Checked when the class is defined: a bad value must fail loudly, not (on 3.9 and
+        # 3.10, where the loop is made outside the per-test error handling) abort the run.
+        super().__init_subclass__(**kwargs)
+        try:
+            _check_seed(cls.quiesce_seed)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{cls.__qualname__}.quiesce_{exc}") from None
+        if cls.quiesce_clock not in _CLOCKS:
+            raise ValueError(
+                f"{cls.__qualname__}.quiesce_clock must be 'virtual' or 'real', got "
+                f"{cls.quiesce_clock!r}"
+            )
 
     def __init__(self, methodName: str = "runTest") -> None:
         super().__init__(methodName)

@@ -31,13 +31,14 @@ import inspect
 import math
 import traceback
 import warnings
-from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
 from quiesce._errors import BudgetExceeded, Deadlock
 from quiesce._explore import STRATEGIES, ExplorationFailed, explore, replay
-from quiesce._loop import _CLOCKS, DEFAULT_WATCHDOG, Loop
+from quiesce._loop import _CLOCKS, DEFAULT_MAX_STEPS, DEFAULT_WATCHDOG, Loop
+from quiesce._teardown import cancel_and_shut_down, finalizer_tasks, run_bounded
 
 #: ``--quiesce-policy`` and ``@pytest.mark.quiesce(policy=...)`` values.
 POLICIES = STRATEGIES
@@ -56,14 +57,14 @@ MARKER_DEFAULTS: Dict[str, Any] = {
     "runs": None,
     "policy": None,
     "watchdog": DEFAULT_WATCHDOG,
+    "max_steps": DEFAULT_MAX_STEPS,
 }
 
-#: How long (loop time) teardown waits for cancelled tasks to finish their cleanup.
-_CANCEL_GRACE = 60.0
 
 _MARKER_HELP = (
     "quiesce(seed=None, clock='virtual', background=False, runs=None, policy=None, "
-    "watchdog=60.0): run this async def test on a quiesce.Loop (deterministic scheduling, "
+    "watchdog=60.0, max_steps=10_000_000): run this async def test on a quiesce.Loop "
+    "(deterministic scheduling, "
     "virtual time, deadlock reports); background=True lets it leave tasks pending; runs=N "
     "explores N schedules (policy: one of " + ", ".join(POLICIES) + ")."
 )
@@ -89,12 +90,19 @@ class QuiesceRun:
         self.mode: Optional[str] = None
         #: The keyword arguments of the ``quiesce.explore`` / ``quiesce.replay`` call.
         self.call_kwargs: Dict[str, Any] = {}
+        #: Tasks already reported in another way (a fixture that deadlocked in its teardown),
+        #: not blamed on the test as left pending.
+        self.excused_tasks: Set[asyncio.Task[Any]] = set()
 
 
 #: Stash key of the :class:`QuiesceRun` of a test that used the ``quiesce_loop`` fixture.
 RUN_KEY = pytest.StashKey[QuiesceRun]()
 #: Stash key: the test is an ``async def`` test this plugin runs.
 _CLAIMED_KEY = pytest.StashKey[bool]()
+#: Stash key: the test was claimed in auto mode (the ``quiesce`` marker was added by us).
+_AUTO_KEY = pytest.StashKey[bool]()
+#: Stash key: we added the ``quiesce_loop`` fixture to the test's fixtures.
+_ADDED_FIXTURE_KEY = pytest.StashKey[bool]()
 #: Stash key: the report of the call phase.
 _CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
 
@@ -226,7 +234,28 @@ def _marker_options(item: pytest.Item) -> Dict[str, Any]:
         or watchdog <= 0
     ):
         bad(f"watchdog must be a finite number of seconds > 0, or None; got {watchdog!r}")
+    max_steps = options["max_steps"]
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        bad(f"max_steps must be a positive int or None; got {max_steps!r}")
     return options
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Checks the ``quiesce`` marker of every test carrying it, also the plain ``def`` tests
+    that only use the ``quiesce_loop`` fixture: a typo must not pass silently."""
+    if item.get_closest_marker("quiesce") is None or item.stash.get(_CLAIMED_KEY, False):
+        return  # a claimed test's marker is checked by its quiesce_loop fixture
+    options = _marker_options(item)
+    if options["runs"] is not None or options["policy"] is not None:
+        pytest.fail(
+            f"{item.nodeid}: @pytest.mark.quiesce(runs=..., policy=...) explores async def "
+            "tests; this test is not one quiesce runs (a plain def test, or another "
+            "plugin's)",
+            pytrace=False,
+        )
 
 
 # -- which tests are ours ----------------------------------------------------------------------
@@ -264,21 +293,45 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.stash[_CLAIMED_KEY] = True
     if item.get_closest_marker("quiesce") is None:
         item.add_marker("quiesce")
+        item.stash[_AUTO_KEY] = True
     fixturenames = getattr(item, "fixturenames", None)
     if isinstance(fixturenames, list) and "quiesce_loop" not in fixturenames:
         fixturenames.insert(0, "quiesce_loop")
+        item.stash[_ADDED_FIXTURE_KEY] = True
+
+
+def _release(item: pytest.Item) -> None:
+    """Gives back a test claimed in auto mode that another plugin marked after collection
+    (pytest-asyncio 0.21 in its auto mode marks tests in ``collection_modifyitems``)."""
+    item.stash[_CLAIMED_KEY] = False
+    item.own_markers[:] = [mark for mark in item.own_markers if mark.name != "quiesce"]
+    if item.stash.get(_ADDED_FIXTURE_KEY, False):
+        fixturenames = getattr(item, "fixturenames", [])
+        if "quiesce_loop" in fixturenames:
+            fixturenames.remove("quiesce_loop")
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
+    """Gives back auto-claimed tests that another plugin has marked since they were
+    collected."""
+    for item in items:
+        if item.stash.get(_AUTO_KEY, False) and _other_plugin_owner(item) is not None:
+            _release(item)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
     """``--quiesce-replay`` replays one test's schedule: it needs exactly that test selected;
-    ``--quiesce-runs`` needs at least one quiesce test among those selected."""
+    ``--quiesce-runs`` needs at least one quiesce test among those selected. Checked on the
+    final selection (after ``-k``, ``-m``, ``--lf`` and the like)."""
+    config = session.config
     replay = config.getoption("quiesce_replay", None)
     runs = config.getoption("quiesce_runs", None)
     if replay is None and runs is None:
         return
+    items = session.items
     claimed = [item.nodeid for item in items if item.stash.get(_CLAIMED_KEY, False)]
     if items and not claimed:
         option = "--quiesce-replay" if replay is not None else "--quiesce-runs"
@@ -382,16 +435,18 @@ def quiesce_loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
 
 
 def _dispose(loop: Loop, run: QuiesceRun, *, check: bool) -> List[str]:
-    """Cancels what is left on ``loop``, shuts it down and closes it. Returns the problems to
-    report (only when ``check``: the test itself passed)."""
+    """Cancels what is left on ``loop`` (within a bounded grace period), shuts it down and
+    closes it. Returns the problems to report (only when ``check``: the test itself
+    passed)."""
     problems: List[str] = []
     if loop.is_running():  # pragma: no cover - the test left its own loop running
         loop.stop()
         return problems
     if not loop.is_closed():
-        background = set(getattr(loop, "_q_background", ()))
+        excused = set(getattr(loop, "_q_background", ())) | set(finalizer_tasks(loop))
+        excused |= run.excused_tasks
         pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        leftover = [task for task in pending if task not in background]
+        leftover = [task for task in pending if task not in excused]
         if check and leftover and not run.options["background"]:
             names = ", ".join(repr(task.get_name()) for task in leftover)
             problems.append(
@@ -400,7 +455,7 @@ def _dispose(loop: Loop, run: QuiesceRun, *, check: bool) -> List[str]:
                 "long-lived services with quiesce.background(task), or allow this with "
                 f"@pytest.mark.quiesce(background=True).\n\n{_report_text(loop)}"
             )
-        problems.extend(_cancel_and_shut_down(loop, pending))
+        problems.extend(_shut_down(loop))
         gc.collect()  # a task freed now reports its never-retrieved exception to the handler
         run.final_time = loop.time()
         loop.close()
@@ -409,36 +464,24 @@ def _dispose(loop: Loop, run: QuiesceRun, *, check: bool) -> List[str]:
     return problems if check else []
 
 
-def _cancel_and_shut_down(loop: Loop, pending: List[asyncio.Task[Any]]) -> List[str]:
-    problems: List[str] = []
-    if pending:
-        for task in pending:
-            task.cancel()
-        try:
-            loop.run_until_complete(asyncio.wait(pending, timeout=_CANCEL_GRACE))
-        except (Deadlock, BudgetExceeded) as exc:
-            problems.append(f"While cancelling the pending tasks at teardown: {exc}")
-        stuck = [task for task in pending if not task.done()]
-        if stuck:
-            names = ", ".join(repr(task.get_name()) for task in stuck)
-            problems.append(
-                f"Task(s) {names} did not finish within {_CANCEL_GRACE:g} s (loop time) of "
-                f"being cancelled at teardown.\n\n{_report_text(loop)}"
-            )
-        for task in pending:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                loop.call_exception_handler(
-                    {
-                        "message": "unhandled exception while the task was cancelled at teardown",
-                        "exception": task.exception(),
-                        "task": task,
-                    }
-                )
-    for shutdown in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
-        try:
-            loop.run_until_complete(shutdown())
-        except Exception as exc:
-            problems.append(f"{shutdown.__name__}() failed at teardown: {exc!r}")
+def _shut_down(loop: Loop) -> List[str]:
+    """Bounded teardown (:func:`quiesce._teardown.cancel_and_shut_down`), as problems."""
+    outcome = cancel_and_shut_down(loop)
+    problems = [f"While {what} at teardown: {exc}" for what, exc in outcome.errors]
+    if outcome.stuck:
+        names = ", ".join(repr(task.get_name()) for task in outcome.stuck)
+        problems.append(
+            f"Task(s) {names} did not finish after being cancelled at teardown (they swallow "
+            f"the cancellation, or their cleanup never ends).\n\n{_report_text(loop)}"
+        )
+    for task in outcome.failed:
+        loop.call_exception_handler(
+            {
+                "message": "unhandled exception while the task was cancelled at teardown",
+                "exception": task.exception(),
+                "task": task,
+            }
+        )
     return problems
 
 
@@ -470,6 +513,90 @@ def _handler_calls_text(calls: List[Dict[str, Any]]) -> str:
 # -- async fixtures of quiesce tests -----------------------------------------------------------
 
 
+def _explores(item: pytest.Item) -> bool:
+    """Whether ``item`` runs many times on fresh loops (``runs=``, ``--quiesce-runs``,
+    ``--quiesce-replay``) rather than once on its ``quiesce_loop``."""
+    mark = item.get_closest_marker("quiesce")
+    marked_runs = mark is not None and mark.kwargs.get("runs") is not None
+    config = item.config
+    return (
+        marked_runs
+        or config.getoption("quiesce_runs", None) is not None
+        or config.getoption("quiesce_replay", None) is not None
+    )
+
+
+class _PerRunFixture:
+    """Stands in for an async fixture's value while a test is explored: the fixture is set up
+    anew inside every run, on that run's loop, and torn down at the end of the run."""
+
+    def __init__(self, name: str, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+        self.name = name
+        self.func = func
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"<async fixture {self.name!r}, set up in each exploration run>"
+
+
+def _per_run_fixture(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def placeholder(**kwargs: Any) -> _PerRunFixture:
+        return _PerRunFixture(name, func, kwargs)
+
+    return placeholder
+
+
+def _refuse_per_run_values(fixturedef: Any, request: Any, item: pytest.Item) -> None:
+    """Fails the test if the sync fixture about to be set up takes an async fixture's value,
+    which under exploration only exists inside each run."""
+    async_args = [
+        argname
+        for argname in fixturedef.argnames
+        if argname != "request" and isinstance(request.getfixturevalue(argname), _PerRunFixture)
+    ]
+    if async_args:
+        pytest.fail(
+            f"{item.nodeid} is explored (each run on a fresh loop), so its async fixtures "
+            f"are set up inside each run; the sync fixture {fixturedef.argname!r} cannot use "
+            f"the async fixture(s) {', '.join(map(repr, async_args))}. Make "
+            f"{fixturedef.argname!r} async too.",
+            pytrace=False,
+        )
+
+
+async def _run_with_fixtures(test: Callable[..., Any], testargs: Dict[str, Any]) -> Any:
+    """One exploration run of ``test``: sets up its async fixtures (and theirs) on this run's
+    loop, runs it, and tears the async generator fixtures down, last first."""
+    values: Dict[int, Any] = {}
+    generators: List[Tuple[str, Any]] = []
+
+    async def resolve(value: Any) -> Any:
+        if not isinstance(value, _PerRunFixture):
+            return value
+        if id(value) not in values:
+            kwargs = {key: await resolve(arg) for key, arg in value.kwargs.items()}
+            if inspect.isasyncgenfunction(getattr(value.func, "__func__", value.func)):
+                agen = value.func(**kwargs)
+                values[id(value)] = await agen.__anext__()
+                generators.append((value.name, agen))
+            else:
+                values[id(value)] = await value.func(**kwargs)
+        return values[id(value)]
+
+    try:
+        args = {key: await resolve(value) for key, value in testargs.items()}
+        return await test(**args)
+    finally:
+        for name, agen in reversed(generators):
+            try:
+                await agen.__anext__()
+            except StopAsyncIteration:
+                continue
+            await agen.aclose()
+            raise RuntimeError(f"async fixture {name!r} yielded more than once")
+
+
 def _is_async_fixture(func: Any) -> bool:
     func = getattr(func, "__func__", func)
     return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
@@ -483,10 +610,14 @@ def pytest_fixture_setup(fixturedef: Any, request: Any) -> Iterator[None]:
     if (
         item is None
         or not item.stash.get(_CLAIMED_KEY, False)
-        or not _is_async_fixture(func)
         or getattr(getattr(func, "__func__", func), "_force_asyncio_fixture", False)
         or "anyio_backend" in request.fixturenames
     ):
+        yield
+        return
+    if not _is_async_fixture(func):
+        if _explores(item):
+            _refuse_per_run_values(fixturedef, request, item)
         yield
         return
     if fixturedef.scope != "function":
@@ -496,41 +627,54 @@ def pytest_fixture_setup(fixturedef: Any, request: Any) -> Iterator[None]:
             "its async fixtures must be function-scoped.",
             pytrace=False,
         )
-    loop: Loop = request.getfixturevalue("quiesce_loop")
-    fixturedef.func = _synchronous_fixture(func, loop, request)
+    if _explores(item):
+        fixturedef.func = _per_run_fixture(fixturedef.argname, _bound_fixture(func, request))
+    else:
+        loop: Loop = request.getfixturevalue("quiesce_loop")
+        fixturedef.func = _synchronous_fixture(func, loop, request)
     try:
         yield
     finally:
         fixturedef.func = func
 
 
+def _bound_fixture(func: Any, request: Any) -> Any:
+    """``func``, bound to this test's instance if it is a fixture defined in a test class."""
+    instance = request.instance
+    if instance is not None and inspect.ismethod(func):
+        if type(func.__self__) is type(instance):
+            return func.__func__.__get__(instance)
+    return func
+
+
 def _synchronous_fixture(func: Any, loop: Loop, request: Any) -> Callable[..., Any]:
-    def bound() -> Any:
-        # A fixture defined in a test class: bind it to this test's instance.
-        instance = request.instance
-        if instance is not None and inspect.ismethod(func):
-            if type(func.__self__) is type(instance):
-                return func.__func__.__get__(instance)
-        return func
+    name = request.fixturename
+    max_steps = request.node.stash[RUN_KEY].options["max_steps"]
+
+    def run(awaitable: Any, when: str) -> Any:
+        __tracebackhide__ = True
+        try:
+            return run_bounded(loop, awaitable, max_time=None, max_steps=max_steps)
+        except (Deadlock, BudgetExceeded) as exc:
+            request.node.stash[RUN_KEY].excused_tasks.update(asyncio.all_tasks(loop))
+            raise exc.while_doing(f"in the {when} of async fixture {name!r}") from None
 
     if inspect.isasyncgenfunction(getattr(func, "__func__", func)):
 
         @functools.wraps(func)
         def asyncgen_fixture(**kwargs: Any) -> Any:
-            agen = bound()(**kwargs)
-            value = loop.run_until_complete(agen.__anext__())
+            agen = _bound_fixture(func, request)(**kwargs)
+            value = run(agen.__anext__(), "setup")
 
             def finalize() -> None:
                 if loop.is_closed():  # pragma: no cover - the test closed its own loop
                     return
                 try:
-                    loop.run_until_complete(agen.__anext__())
+                    run(agen.__anext__(), "teardown")
                 except StopAsyncIteration:
                     return
-                loop.run_until_complete(agen.aclose())
-                pytest.fail(
-                    f"async fixture {request.fixturename!r} yielded more than once", pytrace=False
-                )
+                run(agen.aclose(), "teardown")
+                pytest.fail(f"async fixture {name!r} yielded more than once", pytrace=False)
 
             request.addfinalizer(finalize)
             return value
@@ -539,7 +683,7 @@ def _synchronous_fixture(func: Any, loop: Loop, request: Any) -> Callable[..., A
 
     @functools.wraps(func)
     def coroutine_fixture(**kwargs: Any) -> Any:
-        return loop.run_until_complete(bound()(**kwargs))
+        return run(_bound_fixture(func, request)(**kwargs), "setup")
 
     return coroutine_fixture
 
@@ -568,7 +712,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         run.mode = "loop"
         task = run.loop.create_task(testfunction(**testargs), name=pyfuncitem.name)
         try:
-            run.loop.run_until_complete(task)
+            run.loop._q_run_until_done(task, "the test", None, run.options["max_steps"])
+            task.result()
+        except (Deadlock, BudgetExceeded) as exc:
+            run.failure = exc
+            task.cancel()
+            # The message holds the report; the loop's own frames would only bury it.
+            raise exc.with_traceback(None) from None
         except BaseException as exc:
             run.failure = exc
             raise
@@ -583,7 +733,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         )
 
     def make() -> Any:
-        return testfunction(**testargs)
+        return _run_with_fixtures(testfunction, testargs)
 
     # quiesce.explore names the test in its replay hint: name it after the test.
     make.__name__ = getattr(testfunction, "__name__", pyfuncitem.name)
@@ -591,6 +741,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     kwargs: Dict[str, Any] = {}
     if run.options["clock"] != "virtual":
         kwargs["clock"] = run.options["clock"]
+    if run.options["watchdog"] != DEFAULT_WATCHDOG:
+        kwargs["watchdog"] = run.options["watchdog"]
+    mark = pyfuncitem.get_closest_marker("quiesce")
+    if mark is not None and "max_steps" in mark.kwargs:
+        kwargs["max_steps"] = run.options["max_steps"]
     function: Callable[..., Any]
     if schedule is not None:
         run.mode, function = "replay", replay
@@ -623,6 +778,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
 # -- reporting ---------------------------------------------------------------------------------
 
 
+def _mode_option(item: pytest.Item) -> str:
+    """What a command line that reruns ``item`` must add so that quiesce takes it again."""
+    return " --quiesce-mode=auto" if item.stash.get(_AUTO_KEY, False) else ""
+
+
 def _quote(nodeid: str) -> str:
     return "'" + nodeid.replace("'", "'\"'\"'") + "'"
 
@@ -641,8 +801,8 @@ def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
         schedule = getattr(run.failure, "schedule", None)
         if schedule is not None:
             lines.append(
-                f"replay this failing schedule: pytest {_quote(item.nodeid)} "
-                f"--quiesce-replay={schedule}"
+                f"replay this failing schedule: pytest {_quote(item.nodeid)}"
+                f"{_mode_option(item)} --quiesce-replay={schedule}"
             )
         return "\n".join(lines)
     seed = options["seed"]
@@ -650,8 +810,8 @@ def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
         lines.append("seed: None (first in, first out)")
     elif run.seed_source == "--quiesce-seed":
         lines.append(
-            f"seed: {seed} (from --quiesce-seed; rerun: pytest {_quote(item.nodeid)} "
-            f"--quiesce-seed={seed})"
+            f"seed: {seed} (from --quiesce-seed; rerun: pytest {_quote(item.nodeid)}"
+            f"{_mode_option(item)} --quiesce-seed={seed})"
         )
     else:
         lines.append(f"seed: {seed} (from @pytest.mark.quiesce)")
