@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import math
 from typing import Any, Callable, List
 
@@ -198,6 +199,79 @@ def test_non_callable_is_a_type_error(loop: quiesce.Loop) -> None:
         loop.call_soon(1)  # type: ignore[arg-type]
     assert str(excinfo.value) == "a callable object was expected by call_soon(), got 1"
     assert len(loop._ready) == 0
+
+
+def test_call_soon_binds_every_form_of_call(loop: quiesce.Loop) -> None:
+    calls: List[Any] = []
+
+    def record(*args: Any) -> None:
+        calls.append((args, var.get()))
+
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    loop.call_soon(record)
+    loop.call_soon(record, 1)
+    loop.call_soon(record, 1, "two", None)
+    loop.call_soon(record, 2, context=ctx)
+    loop.call_soon(record, 3, context=None)
+    loop.call_soon(callback=record)  # type: ignore[call-arg]
+    quiesce.Loop.call_soon(loop, record, 4)
+    loop.run_until_blocked()
+    assert calls == [
+        ((), "unset"),
+        ((1,), "unset"),
+        ((1, "two", None), "unset"),
+        ((2,), "in ctx"),
+        ((3,), "unset"),
+        ((), "unset"),
+        ((4,), "unset"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda lp: lp.call_soon(), "missing 1 required positional argument: 'callback'"),
+        (lambda lp: lp.call_soon(print, ctx=None), "unexpected keyword argument 'ctx'"),
+        (lambda lp: lp.call_soon(print, 1, context=None, x=2), "unexpected keyword argument"),
+        (lambda lp: lp.call_soon(print, callback=print), "multiple values for argument"),
+        (lambda lp: quiesce.Loop.call_soon(1, print), "doesn't apply to a 'int' object"),
+    ],
+    ids=["no-callback", "unknown-keyword", "extra-keyword", "callback-twice", "not-a-loop"],
+)
+def test_call_soon_binding_errors(
+    loop: quiesce.Loop, call: Callable[[quiesce.Loop], Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        call(loop)
+    assert len(loop._ready) == 0
+
+
+def test_call_soon_signature_and_doc(loop: quiesce.Loop) -> None:
+    assert str(inspect.signature(loop.call_soon)) == "(callback, *args, context=None)"
+    assert "Schedules `callback(*args)` to run soon" in (quiesce.Loop.call_soon.__doc__ or "")
+    assert loop.call_soon.__name__ == "call_soon"
+
+
+def test_a_subclass_call_soon_override_sees_every_wake_up() -> None:
+    seen: List[str] = []
+
+    class Counting(quiesce.Loop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            seen.append(getattr(callback, "__name__", type(callback).__name__))
+            return super().call_soon(callback, *args, context=context)
+
+    async def main() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    subclassed = Counting()
+    try:
+        assert subclassed.run_until_complete(main()) == "done"
+    finally:
+        subclassed.close()
+    # The task's first step and its step after sleep(0) were scheduled through the override.
+    assert len(seen) >= 2
 
 
 @pytest.mark.parametrize(

@@ -338,7 +338,7 @@ impl CoreLoop {
         &self,
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: Args,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Handle, Placement)> {
         let py = slf.py();
@@ -355,7 +355,6 @@ impl CoreLoop {
                 context.clone().unbind()
             }
         };
-        let args = Args::from_tuple(args);
         let placement = if self.uses_lanes.load(Ordering::Relaxed) {
             let owners = self.uses_owners.load(Ordering::Relaxed).then_some(self);
             placement_for(owners, callback, &args, explicit_context)?
@@ -369,6 +368,23 @@ impl CoreLoop {
         ))
     }
 
+    /// `call_soon`: checks, makes the handle, queues it.
+    pub(crate) fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_schedulable(slf, callback, "call_soon")?;
+        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
+        let handle = Py::new(py, handle)?;
+        let entry = Ready(handle.clone_ref(py).into_any());
+        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
+        Ok(handle)
+    }
+
     fn schedule_at(
         &self,
         slf: &Bound<'_, Self>,
@@ -380,7 +396,7 @@ impl CoreLoop {
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         self.check_schedulable(slf, callback, method)?;
-        let (handle, placement) = self.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = self.new_handle(slf, callback, Args::from_tuple(args), context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
         let timer = Bound::new(py, init)?;
         let entry = Ready(timer.clone().into_any().unbind());
@@ -621,6 +637,10 @@ impl CoreLoop {
     }
 
     /// Schedules `callback(*args)` to run soon, in `context` (default: a copy of the current one).
+    ///
+    /// On a full (non-abi3) build the module replaces this method on the class by
+    /// [`fast_call_soon::install`]'s, which parses the common calls itself and hands every
+    /// other form to this one.
     #[pyo3(signature = (callback, *args, context = None))]
     fn call_soon(
         slf: &Bound<'_, Self>,
@@ -628,14 +648,7 @@ impl CoreLoop {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_schedulable(slf, callback, "call_soon")?;
-        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
-        let handle = Py::new(py, handle)?;
-        let entry = Ready(handle.clone_ref(py).into_any());
-        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
-        Ok(handle)
+        CoreLoop::schedule_soon(slf, callback, Args::from_tuple(args), context)
     }
 
     /// Like `call_soon`, callable from any thread; wakes the loop if it is waiting.
@@ -653,7 +666,7 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         this.check_schedulable(slf, callback, "call_soon_threadsafe")?;
-        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = this.new_handle(slf, callback, Args::from_tuple(args), context)?;
         let handle = Py::new(py, handle)?;
         let entry = Ready(handle.clone_ref(py).into_any());
         this.with(py, |s| s.scheduler.push_ready(placement, entry))?;

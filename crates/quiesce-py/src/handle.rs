@@ -34,6 +34,15 @@ impl Args {
         }
     }
 
+    /// The arguments of a vectorcall, borrowed from the caller.
+    pub fn from_slice(py: Python<'_>, args: &[Borrowed<'_, '_, PyAny>]) -> PyResult<Self> {
+        Ok(match args {
+            [] => Args { value: None, spread: false },
+            [arg] => Args { value: Some(Borrowed::to_owned(*arg).unbind()), spread: false },
+            _ => Args { value: Some(PyTuple::new(py, args)?.into_any().unbind()), spread: true },
+        })
+    }
+
     /// The one argument, if there is exactly one.
     pub fn single(&self) -> Option<&Py<PyAny>> {
         self.value.as_ref().filter(|_| !self.spread)
