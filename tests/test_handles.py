@@ -492,3 +492,67 @@ def test_debug_mode_records_where_each_handle_was_made(loop: quiesce.Loop) -> No
     loop.run_until_blocked()
     assert ran == [0, 1, 2, 3, 4, 5]
     loop.set_debug(False)
+
+
+# -- create_future ------------------------------------------------------------------------------
+
+
+def test_create_future_is_bound_to_the_loop_running_or_not(
+    loop: quiesce.Loop, make_loop: Callable[..., quiesce.Loop]
+) -> None:
+    outside = loop.create_future()
+    assert type(outside) is asyncio.Future
+    assert outside.get_loop() is loop and not outside.done()
+
+    async def inside() -> asyncio.Future[Any]:
+        return loop.create_future()
+
+    assert loop.run_until_complete(inside()).get_loop() is loop
+    other = make_loop()
+
+    async def from_another_running_loop() -> asyncio.Future[Any]:
+        assert asyncio.get_running_loop() is other
+        return loop.create_future()
+
+    assert other.run_until_complete(from_another_running_loop()).get_loop() is loop
+
+
+def test_create_future_uses_asyncio_futures_future(
+    loop: quiesce.Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: List[Any] = []
+
+    class Recording(asyncio.Future):  # type: ignore[type-arg]
+        def __init__(self, *, loop: Any = None) -> None:
+            seen.append(loop)
+            super().__init__(loop=loop)
+
+    monkeypatch.setattr(asyncio.futures, "Future", Recording)
+    future = loop.create_future()
+    assert type(future) is Recording and seen == [loop]
+    monkeypatch.setattr(asyncio.futures, "Future", asyncio.futures._PyFuture)  # type: ignore[attr-defined]
+    py_future = loop.create_future()
+    assert type(py_future) is asyncio.futures._PyFuture  # type: ignore[attr-defined]
+    assert py_future.get_loop() is loop
+
+
+def test_a_subclass_create_future_override_is_used() -> None:
+    made: List[Any] = []
+
+    class Tracking(quiesce.Loop):
+        def create_future(self) -> Any:
+            future = super().create_future()
+            made.append(future)
+            return future
+
+    async def main() -> bool:
+        event = asyncio.Event()
+        asyncio.get_running_loop().call_soon(event.set)
+        return await event.wait()
+
+    subclassed = Tracking()
+    try:
+        assert subclassed.run_until_complete(main()) is True
+    finally:
+        subclassed.close()
+    assert len(made) == 1 and made[0].get_loop() is subclassed and made[0].done()

@@ -67,6 +67,9 @@ struct State {
     task_owners: FxHashMap<usize, (Py<PyAny>, Owner)>,
     /// Size of `task_owners` at which done tasks are next purged.
     purge_owners_at: usize,
+    /// `{"loop": self}`, reused by `create_future` for the C `Future` (which only reads it).
+    /// Dropped when the loop closes, so that a closed loop is not kept in a reference cycle.
+    future_kwargs: Option<Py<PyDict>>,
 }
 
 impl State {
@@ -133,6 +136,21 @@ fn future_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             Ok(PyTuple::new(py, [futures.getattr("Future")?, futures.getattr("_PyFuture")?])?.into_any().unbind())
         })
         .map(|types| types.bind(py))
+}
+
+/// `asyncio.futures.__dict__` (where `BaseEventLoop.create_future` finds `Future`), and the C
+/// `_asyncio.Future` if the accelerator module is there.
+fn future_types_for_create(py: Python<'_>) -> PyResult<(&Bound<'_, PyDict>, Option<&Bound<'_, PyAny>>)> {
+    static TYPES: PyOnceLock<(Py<PyDict>, Option<Py<PyAny>>)> = PyOnceLock::new();
+    let (dict, c_future) = TYPES.get_or_try_init(py, || {
+        let dict = py.import("asyncio.futures")?.dict().unbind();
+        let c_future = match py.import("_asyncio") {
+            Ok(module) => Some(module.getattr("Future")?.unbind()),
+            Err(_) => None,
+        };
+        Ok::<_, PyErr>((dict, c_future))
+    })?;
+    Ok((dict.bind(py), c_future.as_ref().map(|c_future| c_future.bind(py))))
 }
 
 fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -498,6 +516,7 @@ impl CoreLoop {
                 signal_handlers: None,
                 task_owners: FxHashMap::default(),
                 purge_owners_at: 64,
+                future_kwargs: None,
             }),
             waiting: AtomicBool::new(false),
             idle_waiters: AtomicBool::new(false),
@@ -717,6 +736,37 @@ impl CoreLoop {
     /// Stock's hook for cancelled timers; our timers leave the queue in `TimerHandle.cancel`.
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
+    /// A new future bound to this loop: `asyncio.futures.Future(loop=self)`, exactly as
+    /// `BaseEventLoop.create_future`, without its Python frame. (A subclass that defines its own
+    /// `create_future` still wins, and may call this one through `super()`.)
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let (futures_dict, c_future) = future_types_for_create(py)?;
+        let future = match futures_dict.get_item(intern!(py, "Future"))? {
+            Some(future) => future,
+            None => py.import("asyncio.futures")?.getattr(intern!(py, "Future"))?,
+        };
+        let this = slf.get();
+        let cached = match c_future {
+            // The C future reads its keyword arguments and keeps nothing of the dict.
+            Some(c_future) if future.is(c_future) && !this.closed.load(Ordering::Relaxed) => {
+                this.with(py, |s| s.future_kwargs.as_ref().map(|kwargs| kwargs.clone_ref(py)))?
+            }
+            _ => None,
+        };
+        if let Some(kwargs) = cached {
+            return future.call((), Some(kwargs.bind(py)));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        if c_future.is_some_and(|c_future| future.is(c_future)) && !this.closed.load(Ordering::Relaxed) {
+            let kept = kwargs.clone().unbind();
+            let replaced = this.with(py, |s| s.future_kwargs.replace(kept))?;
+            drop(replaced);
+        }
+        future.call((), Some(&kwargs))
+    }
+
     /// Whether debug mode is on.
     fn get_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
@@ -748,8 +798,13 @@ impl CoreLoop {
     }
 
     #[setter(_closed)]
-    fn set_closed_flag(&self, value: bool) {
+    fn set_closed_flag(&self, py: Python<'_>, value: bool) -> PyResult<()> {
         self.closed.store(value, Ordering::Relaxed);
+        if value {
+            let kwargs = self.with(py, |s| s.future_kwargs.take())?;
+            drop(kwargs); // outside the borrow: dropping may run Python code
+        }
+        Ok(())
     }
 
     /// One turn: poll I/O (or handle an idle turn: return, jump the
@@ -953,6 +1008,7 @@ impl CoreLoop {
             }
             visit.call(&state.fd_map)?;
             visit.call(&state.signal_handlers)?;
+            visit.call(&state.future_kwargs)?;
         }
         Ok(())
     }
