@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import inspect
 import math
+import weakref
 from typing import Any, Callable, List
 
 import pytest
@@ -64,6 +65,41 @@ def test_cancel_after_running_is_harmless(loop: quiesce.Loop) -> None:
     assert handle.cancelled() is True
     loop.run_until_blocked()
     assert ran == ["x"]
+
+
+def test_recycled_handles_keep_nothing_alive(loop: quiesce.Loop) -> None:
+    """Handles are recycled (a free list): a finished handle lets go of its callback,
+    arguments and context at once, and a recycled one starts fresh."""
+
+    class Payload:
+        pass
+
+    payload_refs: List[Any] = []
+    handle_refs: List[Any] = []
+    for _ in range(50):
+        payload = Payload()
+        payload_refs.append(weakref.ref(payload))
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "recycled")
+        handle = loop.call_soon(lambda p: None, payload, context=ctx)
+        handle_refs.append(weakref.ref(handle))
+        timer = loop.call_later(1, lambda p: None, payload, context=ctx)
+        handle_refs.append(weakref.ref(timer))
+        timer.cancel()
+        del payload, ctx, handle, timer
+    loop.run_until_blocked()
+    assert [ref() for ref in payload_refs] == [None] * 50
+    assert [ref() for ref in handle_refs] == [None] * 100
+    for _ in range(20):
+        fresh = loop.call_soon(print)
+        assert not fresh.cancelled() and fresh._args == () and fresh._callback is print
+        assert fresh.get_context().get(var) is None
+        assert weakref.getweakrefcount(fresh) == 0
+        fresh_timer = loop.call_later(2, print)
+        assert not fresh_timer.cancelled() and fresh_timer.when() == 2.0
+        fresh.cancel()
+        fresh_timer.cancel()
+    loop.run_until_blocked()
 
 
 # -- call_later / call_at -----------------------------------------------------------------------
