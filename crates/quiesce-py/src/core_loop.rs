@@ -153,6 +153,28 @@ fn future_types_for_create(py: Python<'_>) -> PyResult<(&Bound<'_, PyDict>, Opti
     Ok((dict.bind(py), c_future.as_ref().map(|c_future| c_future.bind(py))))
 }
 
+/// `dict[key]` for a str key, or None (also if looking it up raised: the caller falls back
+/// to an attribute lookup, which raises again). `PyDict_GetItemWithError` borrows the item;
+/// it is taken as a new reference at once, before any Python code can run.
+#[cfg(not(feature = "abi3"))]
+fn dict_item<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, pyo3::types::PyString>) -> Option<Bound<'py, PyAny>> {
+    let py = dict.py();
+    // SAFETY: the GIL is held and both objects are live; the result is a borrowed reference
+    // (or NULL, possibly with an exception set) that `from_borrowed_ptr_or_opt` increments.
+    let item =
+        unsafe { Bound::from_borrowed_ptr_or_opt(py, ffi::PyDict_GetItemWithError(dict.as_ptr(), key.as_ptr())) };
+    if item.is_none() {
+        // Discard a lookup error (the caller's fallback raises its own).
+        drop(PyErr::take(py));
+    }
+    item
+}
+
+#[cfg(feature = "abi3")]
+fn dict_item<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, pyo3::types::PyString>) -> Option<Bound<'py, PyAny>> {
+    dict.get_item(key).ok().flatten()
+}
+
 fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static TYPES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     TYPES
@@ -742,7 +764,7 @@ impl CoreLoop {
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let (futures_dict, c_future) = future_types_for_create(py)?;
-        let future = match futures_dict.get_item(intern!(py, "Future"))? {
+        let future = match dict_item(futures_dict, intern!(py, "Future")) {
             Some(future) => future,
             None => py.import("asyncio.futures")?.getattr(intern!(py, "Future"))?,
         };
@@ -818,7 +840,7 @@ impl CoreLoop {
         if fds > 0 || signals {
             slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
         }
-        let now = this.now(py)?;
+        let mut now = this.now(py)?;
         let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
         if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
             if this.idle_waiters.swap(false, Ordering::Relaxed) {
@@ -827,8 +849,9 @@ impl CoreLoop {
             } else {
                 this.idle_turn(slf, now)?;
             }
+            // The idle turn may have waited or moved the clock.
+            now = this.now(py)?;
         }
-        let now = this.now(py)?;
         let todo = this.with(py, |s| {
             s.release_due(now);
             s.scheduler.ready().len()

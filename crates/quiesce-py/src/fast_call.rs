@@ -53,14 +53,25 @@ pub fn install(py: Python<'_>, core_loop: &Bound<'_, PyType>) -> PyResult<()> {
     core_loop.setattr(pyo3::intern!(py, "call_soon"), descriptor)
 }
 
-/// Whether a keyword name is `context` (the C `Task` passes an interned string on 3.12+, a
-/// plain one before).
+/// The `context` keyword-name object the C `Task` and `Future` pass (the same object on every
+/// call, though not our interned string): kept once it has been seen, so that later calls
+/// compare one pointer.
+static SEEN_CONTEXT_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether a keyword name is `context`.
 fn is_context(py: Python<'_>, name: Borrowed<'_, '_, PyAny>) -> bool {
-    let context = pyo3::intern!(py, "context");
-    if name.as_ptr() == context.as_ptr() {
+    if SEEN_CONTEXT_NAME.get(py).is_some_and(|seen| seen.as_ptr() == name.as_ptr())
+        || name.as_ptr() == pyo3::intern!(py, "context").as_ptr()
+    {
         return true;
     }
-    name.cast::<PyString>().is_ok_and(|name| name.to_str().is_ok_and(|text| text == "context"))
+    let matches = name.cast::<PyString>().is_ok_and(|name| name.to_str().is_ok_and(|text| text == "context"));
+    if matches {
+        // The first `context` name seen stays the fast one (a strong reference: it cannot be
+        // freed and its address reused by another string).
+        let _ = SEEN_CONTEXT_NAME.set(py, name.to_owned().unbind());
+    }
+    matches
 }
 
 /// The `call_soon` method: `slf` is the loop, then `nargs` positional arguments and one value
@@ -100,7 +111,9 @@ unsafe fn call_soon(
     if nargs == 0 {
         return checked(py, slf, all, nargs, kwnames);
     }
-    let slf = slf.cast::<CoreLoop>()?;
+    // SAFETY: the method descriptor checked that `slf` is an instance of `CoreLoop` (or of a
+    // subclass) before calling (see the contract above).
+    let slf = unsafe { slf.cast_unchecked::<CoreLoop>() };
     // `context=None` means "not given", as for the PyO3 method.
     let context = context.filter(|context| !context.is_none());
     let args = match nargs {
