@@ -11,7 +11,7 @@ Usage::
     python benches/bench_instructions.py [--loops asyncio,quiesce] [--only call_soon,...] [-n N]
     python benches/bench_instructions.py --run WORKLOAD LOOP N   # one run (what callgrind runs)
 
-Needs valgrind on PATH. Prints a Markdown table.
+Needs valgrind on PATH. Prints a Markdown table (benches/results/instructions-cpXY.md).
 """
 
 from __future__ import annotations
@@ -192,7 +192,10 @@ def instructions(workload: str, loop_name: str, n: int) -> int:
         out = os.path.join(tmp, "callgrind.out")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         cmd += [sys.executable, os.path.abspath(__file__), "--run", workload, loop_name, str(n)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # A fixed hash seed: str hashes (and so dict layouts and probe counts) are the same in
+        # every run, which keeps the counts repeatable to a few instructions.
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"{workload}/{loop_name} failed:\n{result.stderr[-3000:]}")
         match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
