@@ -261,7 +261,48 @@ def bench_timers(loop: asyncio.AbstractEventLoop, scale: int) -> float:
 
 
 def bench_event(loop: asyncio.AbstractEventLoop, scale: int) -> float:
-    """Event fan-out: many waiters on one ``asyncio.Event``, set and cleared for R rounds."""
+    """Event fan-out: N waiter tasks stay parked on one ``asyncio.Event`` across R rounds; each
+    round, one ``set()`` wakes all of them (then ``clear()``, so each wakes once per round)."""
+    n = _scaled(EVENT_WAITERS, scale)
+    rounds = _scaled(EVENT_ROUNDS, scale)
+    woken = 0
+
+    async def main() -> list[int]:
+        event = asyncio.Event()
+        round_done = loop.create_future()
+
+        async def waiter() -> int:
+            nonlocal woken
+            for r in range(rounds):
+                await event.wait()
+                woken += 1
+                if woken == (r + 1) * n:
+                    round_done.set_result(r)
+            return rounds
+
+        tasks = [loop.create_task(waiter()) for _ in range(n)]
+        await asyncio.sleep(0)  # every waiter is now parked on the event
+        for r in range(rounds):
+            _check(woken == r * n, f"event: round {r}: {woken - r * n} woke before set()")
+            round_done = loop.create_future()
+            event.set()
+            event.clear()  # the waiters already woken still run; none wakes twice
+            _check((await round_done) == r, f"event: round {r} completed out of order")
+            # The last waiter woke: all are parked again (each re-waits in the step it woke in).
+            _check(woken == (r + 1) * n, f"event: round {r}: {woken - r * n} of {n} woke")
+        return await asyncio.gather(*tasks)
+
+    start = time.perf_counter()
+    counts = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - start
+    _check(counts == [rounds] * n, "event: a waiter did not see every round")
+    _check(woken == rounds * n, f"event: expected {rounds * n} wake-ups, got {woken}")
+    return elapsed
+
+
+def bench_event_fresh(loop: asyncio.AbstractEventLoop, scale: int) -> float:
+    """Event fan-out with fresh tasks: every round creates N new tasks that wait on one
+    ``asyncio.Event``, sets it, and gathers them (task creation and ``gather`` dominate)."""
     n = _scaled(EVENT_WAITERS, scale)
     rounds = _scaled(EVENT_ROUNDS, scale)
     woken = 0
@@ -278,7 +319,7 @@ def bench_event(loop: asyncio.AbstractEventLoop, scale: int) -> float:
         for r in range(rounds):
             tasks = [loop.create_task(waiter()) for _ in range(n)]
             await asyncio.sleep(0)  # every waiter is now parked on the event
-            _check(woken == r * n, f"event: round {r}: {woken - r * n} woke before set()")
+            _check(woken == r * n, f"event_fresh: round {r}: {woken - r * n} woke before set()")
             event.set()
             await asyncio.gather(*tasks)
             event.clear()
@@ -286,7 +327,7 @@ def bench_event(loop: asyncio.AbstractEventLoop, scale: int) -> float:
     start = time.perf_counter()
     loop.run_until_complete(main())
     elapsed = time.perf_counter() - start
-    _check(woken == rounds * n, f"event: expected {rounds * n} wake-ups, got {woken}")
+    _check(woken == rounds * n, f"event_fresh: expected {rounds * n} wake-ups, got {woken}")
     return elapsed
 
 
@@ -444,8 +485,14 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("timers", "timers: {:,} call_later, half cancelled", bench_timers, (TIMERS_N,)),
     Workload(
         "event",
-        "event: {:,} Event waiters x {:,} rounds",
+        "event: {:,} parked waiters x {:,} set() rounds",
         bench_event,
+        (EVENT_WAITERS, EVENT_ROUNDS),
+    ),
+    Workload(
+        "event_fresh",
+        "event_fresh: {:,} fresh tasks per round x {:,} rounds",
+        bench_event_fresh,
         (EVENT_WAITERS, EVENT_ROUNDS),
     ),
     *(

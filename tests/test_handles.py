@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import math
+import weakref
 from typing import Any, Callable, List
 
 import pytest
@@ -63,6 +65,41 @@ def test_cancel_after_running_is_harmless(loop: quiesce.Loop) -> None:
     assert handle.cancelled() is True
     loop.run_until_blocked()
     assert ran == ["x"]
+
+
+def test_recycled_handles_keep_nothing_alive(loop: quiesce.Loop) -> None:
+    """Handles are recycled (a free list): a finished handle lets go of its callback,
+    arguments and context at once, and a recycled one starts fresh."""
+
+    class Payload:
+        pass
+
+    payload_refs: List[Any] = []
+    handle_refs: List[Any] = []
+    for _ in range(50):
+        payload = Payload()
+        payload_refs.append(weakref.ref(payload))
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "recycled")
+        handle = loop.call_soon(lambda p: None, payload, context=ctx)
+        handle_refs.append(weakref.ref(handle))
+        timer = loop.call_later(1, lambda p: None, payload, context=ctx)
+        handle_refs.append(weakref.ref(timer))
+        timer.cancel()
+        del payload, ctx, handle, timer
+    loop.run_until_blocked()
+    assert [ref() for ref in payload_refs] == [None] * 50
+    assert [ref() for ref in handle_refs] == [None] * 100
+    for _ in range(20):
+        fresh = loop.call_soon(print)
+        assert not fresh.cancelled() and fresh._args == () and fresh._callback is print
+        assert fresh.get_context().get(var) is None
+        assert weakref.getweakrefcount(fresh) == 0
+        fresh_timer = loop.call_later(2, print)
+        assert not fresh_timer.cancelled() and fresh_timer.when() == 2.0
+        fresh.cancel()
+        fresh_timer.cancel()
+    loop.run_until_blocked()
 
 
 # -- call_later / call_at -----------------------------------------------------------------------
@@ -198,6 +235,79 @@ def test_non_callable_is_a_type_error(loop: quiesce.Loop) -> None:
         loop.call_soon(1)  # type: ignore[arg-type]
     assert str(excinfo.value) == "a callable object was expected by call_soon(), got 1"
     assert len(loop._ready) == 0
+
+
+def test_call_soon_binds_every_form_of_call(loop: quiesce.Loop) -> None:
+    calls: List[Any] = []
+
+    def record(*args: Any) -> None:
+        calls.append((args, var.get()))
+
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    loop.call_soon(record)
+    loop.call_soon(record, 1)
+    loop.call_soon(record, 1, "two", None)
+    loop.call_soon(record, 2, context=ctx)
+    loop.call_soon(record, 3, context=None)
+    loop.call_soon(callback=record)  # type: ignore[call-arg]
+    quiesce.Loop.call_soon(loop, record, 4)
+    loop.run_until_blocked()
+    assert calls == [
+        ((), "unset"),
+        ((1,), "unset"),
+        ((1, "two", None), "unset"),
+        ((2,), "in ctx"),
+        ((3,), "unset"),
+        ((), "unset"),
+        ((4,), "unset"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda lp: lp.call_soon(), "missing 1 required positional argument: 'callback'"),
+        (lambda lp: lp.call_soon(print, ctx=None), "unexpected keyword argument 'ctx'"),
+        (lambda lp: lp.call_soon(print, 1, context=None, x=2), "unexpected keyword argument"),
+        (lambda lp: lp.call_soon(print, callback=print), "multiple values for argument"),
+        (lambda lp: quiesce.Loop.call_soon(1, print), "doesn't apply to a 'int' object"),
+    ],
+    ids=["no-callback", "unknown-keyword", "extra-keyword", "callback-twice", "not-a-loop"],
+)
+def test_call_soon_binding_errors(
+    loop: quiesce.Loop, call: Callable[[quiesce.Loop], Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        call(loop)
+    assert len(loop._ready) == 0
+
+
+def test_call_soon_signature_and_doc(loop: quiesce.Loop) -> None:
+    assert str(inspect.signature(loop.call_soon)) == "(callback, *args, context=None)"
+    assert "Schedules `callback(*args)` to run soon" in (quiesce.Loop.call_soon.__doc__ or "")
+    assert loop.call_soon.__name__ == "call_soon"
+
+
+def test_a_subclass_call_soon_override_sees_every_wake_up() -> None:
+    seen: List[str] = []
+
+    class Counting(quiesce.Loop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            seen.append(getattr(callback, "__name__", type(callback).__name__))
+            return super().call_soon(callback, *args, context=context)
+
+    async def main() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    subclassed = Counting()
+    try:
+        assert subclassed.run_until_complete(main()) == "done"
+    finally:
+        subclassed.close()
+    # The task's first step and its step after sleep(0) were scheduled through the override.
+    assert len(seen) >= 2
 
 
 @pytest.mark.parametrize(
@@ -418,3 +528,67 @@ def test_debug_mode_records_where_each_handle_was_made(loop: quiesce.Loop) -> No
     loop.run_until_blocked()
     assert ran == [0, 1, 2, 3, 4, 5]
     loop.set_debug(False)
+
+
+# -- create_future ------------------------------------------------------------------------------
+
+
+def test_create_future_is_bound_to_the_loop_running_or_not(
+    loop: quiesce.Loop, make_loop: Callable[..., quiesce.Loop]
+) -> None:
+    outside = loop.create_future()
+    assert type(outside) is asyncio.Future
+    assert outside.get_loop() is loop and not outside.done()
+
+    async def inside() -> asyncio.Future[Any]:
+        return loop.create_future()
+
+    assert loop.run_until_complete(inside()).get_loop() is loop
+    other = make_loop()
+
+    async def from_another_running_loop() -> asyncio.Future[Any]:
+        assert asyncio.get_running_loop() is other
+        return loop.create_future()
+
+    assert other.run_until_complete(from_another_running_loop()).get_loop() is loop
+
+
+def test_create_future_uses_asyncio_futures_future(
+    loop: quiesce.Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: List[Any] = []
+
+    class Recording(asyncio.Future):  # type: ignore[type-arg]
+        def __init__(self, *, loop: Any = None) -> None:
+            seen.append(loop)
+            super().__init__(loop=loop)
+
+    monkeypatch.setattr(asyncio.futures, "Future", Recording)
+    future = loop.create_future()
+    assert type(future) is Recording and seen == [loop]
+    monkeypatch.setattr(asyncio.futures, "Future", asyncio.futures._PyFuture)  # type: ignore[attr-defined]
+    py_future = loop.create_future()
+    assert type(py_future) is asyncio.futures._PyFuture  # type: ignore[attr-defined]
+    assert py_future.get_loop() is loop
+
+
+def test_a_subclass_create_future_override_is_used() -> None:
+    made: List[Any] = []
+
+    class Tracking(quiesce.Loop):
+        def create_future(self) -> Any:
+            future = super().create_future()
+            made.append(future)
+            return future
+
+    async def main() -> bool:
+        event = asyncio.Event()
+        asyncio.get_running_loop().call_soon(event.set)
+        return await event.wait()
+
+    subclassed = Tracking()
+    try:
+        assert subclassed.run_until_complete(main()) is True
+    finally:
+        subclassed.close()
+    assert len(made) == 1 and made[0].get_loop() is subclassed and made[0].done()

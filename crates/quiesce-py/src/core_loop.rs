@@ -67,6 +67,9 @@ struct State {
     task_owners: FxHashMap<usize, (Py<PyAny>, Owner)>,
     /// Size of `task_owners` at which done tasks are next purged.
     purge_owners_at: usize,
+    /// `{"loop": self}`, reused by `create_future` for the C `Future` (which only reads it).
+    /// Dropped when the loop closes, so that a closed loop is not kept in a reference cycle.
+    future_kwargs: Option<Py<PyDict>>,
 }
 
 impl State {
@@ -133,6 +136,43 @@ fn future_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             Ok(PyTuple::new(py, [futures.getattr("Future")?, futures.getattr("_PyFuture")?])?.into_any().unbind())
         })
         .map(|types| types.bind(py))
+}
+
+/// `asyncio.futures.__dict__` (where `BaseEventLoop.create_future` finds `Future`), and the C
+/// `_asyncio.Future` if the accelerator module is there.
+fn future_types_for_create(py: Python<'_>) -> PyResult<(&Bound<'_, PyDict>, Option<&Bound<'_, PyAny>>)> {
+    static TYPES: PyOnceLock<(Py<PyDict>, Option<Py<PyAny>>)> = PyOnceLock::new();
+    let (dict, c_future) = TYPES.get_or_try_init(py, || {
+        let dict = py.import("asyncio.futures")?.dict().unbind();
+        let c_future = match py.import("_asyncio") {
+            Ok(module) => Some(module.getattr("Future")?.unbind()),
+            Err(_) => None,
+        };
+        Ok::<_, PyErr>((dict, c_future))
+    })?;
+    Ok((dict.bind(py), c_future.as_ref().map(|c_future| c_future.bind(py))))
+}
+
+/// `dict[key]` for a str key, or None (also if looking it up raised: the caller falls back
+/// to an attribute lookup, which raises again). `PyDict_GetItemWithError` borrows the item;
+/// it is taken as a new reference at once, before any Python code can run.
+#[cfg(not(feature = "abi3"))]
+fn dict_item<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, pyo3::types::PyString>) -> Option<Bound<'py, PyAny>> {
+    let py = dict.py();
+    // SAFETY: the GIL is held and both objects are live; the result is a borrowed reference
+    // (or NULL, possibly with an exception set) that `from_borrowed_ptr_or_opt` increments.
+    let item =
+        unsafe { Bound::from_borrowed_ptr_or_opt(py, ffi::PyDict_GetItemWithError(dict.as_ptr(), key.as_ptr())) };
+    if item.is_none() {
+        // Discard a lookup error (the caller's fallback raises its own).
+        drop(PyErr::take(py));
+    }
+    item
+}
+
+#[cfg(feature = "abi3")]
+fn dict_item<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, pyo3::types::PyString>) -> Option<Bound<'py, PyAny>> {
+    dict.get_item(key).ok().flatten()
 }
 
 fn task_types(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -338,7 +378,7 @@ impl CoreLoop {
         &self,
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: Args,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Handle, Placement)> {
         let py = slf.py();
@@ -355,7 +395,6 @@ impl CoreLoop {
                 context.clone().unbind()
             }
         };
-        let args = Args::from_tuple(args);
         let placement = if self.uses_lanes.load(Ordering::Relaxed) {
             let owners = self.uses_owners.load(Ordering::Relaxed).then_some(self);
             placement_for(owners, callback, &args, explicit_context)?
@@ -369,6 +408,23 @@ impl CoreLoop {
         ))
     }
 
+    /// `call_soon`: checks, makes the handle, queues it.
+    pub(crate) fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_schedulable(slf, callback, "call_soon")?;
+        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
+        let handle = Py::new(py, handle)?;
+        let entry = Ready(handle.clone_ref(py).into_any());
+        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
+        Ok(handle)
+    }
+
     fn schedule_at(
         &self,
         slf: &Bound<'_, Self>,
@@ -380,7 +436,7 @@ impl CoreLoop {
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         self.check_schedulable(slf, callback, method)?;
-        let (handle, placement) = self.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = self.new_handle(slf, callback, Args::from_tuple(args), context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
         let timer = Bound::new(py, init)?;
         let entry = Ready(timer.clone().into_any().unbind());
@@ -482,6 +538,7 @@ impl CoreLoop {
                 signal_handlers: None,
                 task_owners: FxHashMap::default(),
                 purge_owners_at: 64,
+                future_kwargs: None,
             }),
             waiting: AtomicBool::new(false),
             idle_waiters: AtomicBool::new(false),
@@ -638,6 +695,10 @@ impl CoreLoop {
     }
 
     /// Schedules `callback(*args)` to run soon, in `context` (default: a copy of the current one).
+    ///
+    /// On a full (non-abi3) build the module replaces this method on the class by
+    /// [`fast_call_soon::install`]'s, which parses the common calls itself and hands every
+    /// other form to this one.
     #[pyo3(signature = (callback, *args, context = None))]
     fn call_soon(
         slf: &Bound<'_, Self>,
@@ -645,14 +706,7 @@ impl CoreLoop {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_schedulable(slf, callback, "call_soon")?;
-        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
-        let handle = Py::new(py, handle)?;
-        let entry = Ready(handle.clone_ref(py).into_any());
-        this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
-        Ok(handle)
+        CoreLoop::schedule_soon(slf, callback, Args::from_tuple(args), context)
     }
 
     /// Like `call_soon`, callable from any thread; wakes the loop if it is waiting.
@@ -670,7 +724,7 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         this.check_schedulable(slf, callback, "call_soon_threadsafe")?;
-        let (handle, placement) = this.new_handle(slf, callback, args, context)?;
+        let (handle, placement) = this.new_handle(slf, callback, Args::from_tuple(args), context)?;
         let handle = Py::new(py, handle)?;
         let entry = Ready(handle.clone_ref(py).into_any());
         this.with(py, |s| s.scheduler.push_ready(placement, entry))?;
@@ -721,6 +775,37 @@ impl CoreLoop {
     /// Stock's hook for cancelled timers; our timers leave the queue in `TimerHandle.cancel`.
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
+    /// A new future bound to this loop: `asyncio.futures.Future(loop=self)`, exactly as
+    /// `BaseEventLoop.create_future`, without its Python frame. (A subclass that defines its own
+    /// `create_future` still wins, and may call this one through `super()`.)
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let (futures_dict, c_future) = future_types_for_create(py)?;
+        let future = match dict_item(futures_dict, intern!(py, "Future")) {
+            Some(future) => future,
+            None => py.import("asyncio.futures")?.getattr(intern!(py, "Future"))?,
+        };
+        let this = slf.get();
+        let cached = match c_future {
+            // The C future reads its keyword arguments and keeps nothing of the dict.
+            Some(c_future) if future.is(c_future) && !this.closed.load(Ordering::Relaxed) => {
+                this.with(py, |s| s.future_kwargs.as_ref().map(|kwargs| kwargs.clone_ref(py)))?
+            }
+            _ => None,
+        };
+        if let Some(kwargs) = cached {
+            return future.call((), Some(kwargs.bind(py)));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        if c_future.is_some_and(|c_future| future.is(c_future)) && !this.closed.load(Ordering::Relaxed) {
+            let kept = kwargs.clone().unbind();
+            let replaced = this.with(py, |s| s.future_kwargs.replace(kept))?;
+            drop(replaced);
+        }
+        future.call((), Some(&kwargs))
+    }
+
     /// Whether debug mode is on.
     fn get_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
@@ -752,8 +837,13 @@ impl CoreLoop {
     }
 
     #[setter(_closed)]
-    fn set_closed_flag(&self, value: bool) {
+    fn set_closed_flag(&self, py: Python<'_>, value: bool) -> PyResult<()> {
         self.closed.store(value, Ordering::Relaxed);
+        if value {
+            let kwargs = self.with(py, |s| s.future_kwargs.take())?;
+            drop(kwargs); // outside the borrow: dropping may run Python code
+        }
+        Ok(())
     }
 
     /// One turn: poll I/O (or handle an idle turn: return, jump the
@@ -767,7 +857,7 @@ impl CoreLoop {
         if fds > 0 || signals {
             slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
         }
-        let now = this.now(py)?;
+        let mut now = this.now(py)?;
         let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
         if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
             if this.idle_waiters.swap(false, Ordering::Relaxed) {
@@ -776,8 +866,9 @@ impl CoreLoop {
             } else {
                 this.idle_turn(slf, now)?;
             }
+            // The idle turn may have waited or moved the clock.
+            now = this.now(py)?;
         }
-        let now = this.now(py)?;
         let todo = this.with(py, |s| {
             s.release_due(now);
             s.scheduler.ready().len()
@@ -964,6 +1055,7 @@ impl CoreLoop {
             }
             visit.call(&state.fd_map)?;
             visit.call(&state.signal_handlers)?;
+            visit.call(&state.future_kwargs)?;
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! `quiesce._core`: the native half of `quiesce.Loop`.
 
 mod core_loop;
+#[cfg(not(feature = "abi3"))]
+mod fast_call;
 mod gil_cell;
 mod handle;
 
@@ -9,8 +11,18 @@ use pyo3::prelude::*;
 /// Native scheduling core of quiesce; use `quiesce.Loop`, not this module.
 #[pymodule(gil_used = true)]
 mod _core {
+    use pyo3::prelude::*;
+
     #[pymodule_export]
     use crate::core_loop::CoreLoop;
     #[pymodule_export]
     use crate::handle::{Handle, TimerHandle};
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        #[cfg(not(feature = "abi3"))]
+        crate::fast_call::install(module.py(), &module.py().get_type::<CoreLoop>())?;
+        let _ = module;
+        Ok(())
+    }
 }
