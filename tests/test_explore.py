@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import sys
 import threading
 from typing import Any, Dict, List
 
@@ -627,3 +628,38 @@ def test_a_plain_thread_delivering_the_result_is_waited_for_not_a_deadlock() -> 
         thread.join()
 
     assert quiesce.explore(result_from_a_thread, runs=3, check_determinism=False).ok
+
+
+def test_a_plain_callback_runs_before_what_its_step_scheduled_after_it() -> None:
+    # `loop.call_soon(f)` then `await asyncio.sleep(0)`: f has run when the task resumes, in
+    # every schedule, as in stock asyncio (no real run can order them otherwise).
+    async def call_soon_then_yield() -> None:
+        loop = asyncio.get_running_loop()
+        ran: List[str] = []
+        others = [asyncio.ensure_future(hops(3)) for _ in range(3)]
+        loop.call_soon(ran.append, "callback")
+        await asyncio.sleep(0)
+        assert ran == ["callback"]
+        await asyncio.gather(*others)
+
+    result = quiesce.explore(call_soon_then_yield, policy="random", runs=200)
+    assert result.ok and result.schedules > 10
+
+
+@pytest.mark.parametrize("policy", ["random", "pct"])
+def test_subprocess_pipes_work_under_every_schedule(policy: str) -> None:
+    # asyncio's subprocess transport schedules protocol.connection_made (a plain callback)
+    # and then completes the future its creator awaits; the creator must find the pipes.
+    async def echo() -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; sys.stdout.write(sys.stdin.read().upper())",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate(b"hi")
+        assert out == b"HI", out
+
+    result = quiesce.explore(echo, policy=policy, runs=8, check_determinism=False)
+    assert result.ok and result.schedules > 1

@@ -77,6 +77,11 @@ impl<T> Scheduler<T> {
         self.ready.uses_lanes()
     }
 
+    /// A callback or task step is about to run (see [`ReadyQueue::begin_step`]).
+    pub fn begin_step(&mut self) {
+        self.ready.begin_step();
+    }
+
     /// Makes `entry` runnable.
     pub fn push_ready(&mut self, at: Placement, entry: T) {
         self.ready.push(at.lane, at.owner, entry);
@@ -121,6 +126,8 @@ impl<T> Scheduler<T> {
     /// order; returns how many moved. Under a policy other than FIFO, timers due at the same
     /// instant join in an order the policy chooses.
     pub fn release_due(&mut self, deadline: f64, inclusive: bool) -> usize {
+        // Timers fire on their own: no earlier step's plain callbacks hold them back.
+        self.ready.begin_step();
         if !self.ready.uses_lanes() {
             let mut moved = 0;
             while let Some((_, (at, entry))) = self.timers.pop_due(deadline, inclusive) {

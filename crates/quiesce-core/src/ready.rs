@@ -9,6 +9,13 @@
 //!
 //! Lanes are kept ordered by the age of their head entry, so decision index 0 (the oldest
 //! head) is the oldest runnable entry overall: choosing 0 every time is exactly FIFO.
+//!
+//! One more order survives every policy: a plain callback runs before anything the same step
+//! (the callback or task step that was running) scheduled after it. asyncio's own code relies
+//! on it (a subprocess transport schedules `connection_made` and then completes the future
+//! its creator awaits), and so does user code that does `loop.call_soon(f)` and then `await
+//! asyncio.sleep(0)` expecting `f` to have run. Such entries carry a *barrier*: the sequence
+//! number of that plain callback; a lane whose head has an unmet barrier is not an option.
 
 use std::collections::VecDeque;
 
@@ -22,19 +29,29 @@ pub type LaneKey = u64;
 /// The lane of plain callbacks that belong to no task or future.
 pub const PLAIN_LANE: LaneKey = 0;
 
+/// "No barrier": the entry may run whenever its lane is chosen.
+const NO_BARRIER: u64 = u64::MAX;
+
 struct Lane<T> {
-    /// Entries with the sequence number they were pushed with.
-    entries: VecDeque<(u64, T)>,
+    /// Entries with the sequence number they were pushed with and their barrier.
+    entries: VecDeque<(u64, u64, T)>,
     owner: Owner,
 }
 
 struct LaneQueue<T> {
     lanes: FxHashMap<LaneKey, Lane<T>>,
-    /// Non-empty lanes as (sequence number of the head entry, key), oldest head first.
-    order: VecDeque<(u64, LaneKey)>,
+    /// Non-empty lanes as (sequence number of the head entry, its barrier, key), oldest head
+    /// first.
+    order: VecDeque<(u64, u64, LaneKey)>,
     next_seq: u64,
+    /// The newest plain entry pushed since the current step began ([`NO_BARRIER`]: none).
+    step_plain: u64,
+    /// Queued entries that carry a barrier (met or not): while 0, every lane is an option.
+    barriers: usize,
+    /// Indices into `order` of the lanes that are options (reused buffer).
+    options: Vec<usize>,
     /// Emptied deques kept for reuse, so steady-state scheduling does not allocate.
-    spare: Vec<VecDeque<(u64, T)>>,
+    spare: Vec<VecDeque<(u64, u64, T)>>,
 }
 
 enum Inner<T> {
@@ -59,6 +76,9 @@ impl<T> ReadyQueue<T> {
                 lanes: FxHashMap::default(),
                 order: VecDeque::new(),
                 next_seq: 0,
+                step_plain: NO_BARRIER,
+                barriers: 0,
+                options: Vec::new(),
                 spare: Vec::new(),
             }))
         };
@@ -105,6 +125,14 @@ impl<T> ReadyQueue<T> {
         }
     }
 
+    /// A new step begins (a callback or task step is about to run, or timers are released):
+    /// plain callbacks it schedules act as barriers for what it schedules after them.
+    pub fn begin_step(&mut self) {
+        if let Inner::Lanes(lanes) = &mut self.inner {
+            lanes.step_plain = NO_BARRIER;
+        }
+    }
+
     /// Removes and returns the next entry to run.
     pub fn pop(&mut self) -> Option<T> {
         let entry = match &mut self.inner {
@@ -122,9 +150,11 @@ impl<T> ReadyQueue<T> {
             Inner::Fifo(queue) => queue.drain(..).collect(),
             Inner::Lanes(lanes) => {
                 lanes.order.clear();
-                let mut all: Vec<(u64, T)> = lanes.lanes.drain().flat_map(|(_, lane)| lane.entries).collect();
-                all.sort_unstable_by_key(|(seq, _)| *seq);
-                all.into_iter().map(|(_, entry)| entry).collect()
+                lanes.barriers = 0;
+                lanes.step_plain = NO_BARRIER;
+                let mut all: Vec<(u64, u64, T)> = lanes.lanes.drain().flat_map(|(_, lane)| lane.entries).collect();
+                all.sort_unstable_by_key(|(seq, _, _)| *seq);
+                all.into_iter().map(|(_, _, entry)| entry).collect()
             }
         }
     }
@@ -134,9 +164,9 @@ impl<T> ReadyQueue<T> {
         match &self.inner {
             Inner::Fifo(queue) => Box::new(queue.iter()),
             Inner::Lanes(lanes) => {
-                let mut all: Vec<&(u64, T)> = lanes.lanes.values().flat_map(|lane| lane.entries.iter()).collect();
-                all.sort_unstable_by_key(|(seq, _)| *seq);
-                Box::new(all.into_iter().map(|(_, entry)| entry))
+                let mut all: Vec<&(u64, u64, T)> = lanes.lanes.values().flat_map(|lane| lane.entries.iter()).collect();
+                all.sort_unstable_by_key(|(seq, _, _)| *seq);
+                Box::new(all.into_iter().map(|(_, _, entry)| entry))
             }
         }
     }
@@ -146,34 +176,66 @@ impl<T> LaneQueue<T> {
     fn push(&mut self, chooser: &mut Chooser, key: LaneKey, owner: Owner, entry: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let barrier = if key == PLAIN_LANE {
+            self.step_plain = seq;
+            NO_BARRIER
+        } else {
+            self.step_plain
+        };
+        if barrier != NO_BARRIER {
+            self.barriers += 1;
+        }
         if let Some(lane) = self.lanes.get_mut(&key) {
-            lane.entries.push_back((seq, entry));
+            lane.entries.push_back((seq, barrier, entry));
             return;
         }
         let owner = if owner == FRESH_OWNER && chooser.uses_owners() { chooser.fresh_owner() } else { owner };
         let mut entries = self.spare.pop().unwrap_or_default();
-        entries.push_back((seq, entry));
+        entries.push_back((seq, barrier, entry));
         self.lanes.insert(key, Lane { entries, owner });
         // The newest entry: its lane goes last in head order.
-        self.order.push_back((seq, key));
+        self.order.push_back((seq, barrier, key));
+    }
+
+    /// Fills `options` with the indices into `order` of the lanes that may go next: all but
+    /// those whose head waits for a plain callback still queued. The oldest head is always
+    /// among them (what it waits for is older still), so option 0 stays FIFO.
+    fn collect_options(&mut self) {
+        self.options.clear();
+        let plain_head = self.lanes.get(&PLAIN_LANE).and_then(|lane| lane.entries.front()).map_or(u64::MAX, |e| e.0);
+        let order = &self.order;
+        self.options.extend((0..order.len()).filter(|&i| order[i].1 == NO_BARRIER || order[i].1 < plain_head));
     }
 
     fn pop(&mut self, chooser: &mut Chooser) -> Option<T> {
-        let index = match self.order.len() {
-            0 => return None,
-            1 => 0,
-            options => {
+        let index = match (self.order.len(), self.barriers) {
+            (0, _) => return None,
+            (1, _) => 0,
+            (options, 0) => {
                 let (order, lanes) = (&self.order, &self.lanes);
-                chooser.choose_lane(options, |i| lanes[&order[i].1].owner)
+                chooser.choose_lane(options, |i| lanes[&order[i].2].owner)
+            }
+            _ => {
+                self.collect_options();
+                match self.options.len() {
+                    1 => self.options[0],
+                    options => {
+                        let (order, lanes, eligible) = (&self.order, &self.lanes, &self.options);
+                        eligible[chooser.choose_lane(options, |i| lanes[&order[eligible[i]].2].owner)]
+                    }
+                }
             }
         };
-        let (_, key) = self.order.remove(index).expect("chosen index is in range");
+        let (_, _, key) = self.order.remove(index).expect("chosen index is in range");
         let lane = self.lanes.get_mut(&key).expect("ordered lane is present");
-        let (_, entry) = lane.entries.pop_front().expect("ordered lane is not empty");
+        let (_, barrier, entry) = lane.entries.pop_front().expect("ordered lane is not empty");
+        if barrier != NO_BARRIER {
+            self.barriers -= 1;
+        }
         match lane.entries.front() {
-            Some(&(head, _)) => {
-                let at = self.order.partition_point(|&(seq, _)| seq < head);
-                self.order.insert(at, (head, key));
+            Some(&(head, head_barrier, _)) => {
+                let at = self.order.partition_point(|&(seq, _, _)| seq < head);
+                self.order.insert(at, (head, head_barrier, key));
             }
             None => {
                 let emptied = self.lanes.remove(&key).expect("lane present");
@@ -246,6 +308,41 @@ mod tests {
         let schedule = q.chooser().schedule();
         let replayed = run(Policy::Replay(schedule), &pushes);
         assert_eq!(replayed, order);
+    }
+
+    #[test]
+    fn a_plain_callback_runs_before_what_its_step_scheduled_after_it() {
+        // One step schedules a plain callback, then wakes a task (another lane): under every
+        // seed the plain callback runs first. Work from different steps stays reorderable.
+        let mut orders = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let mut q = ReadyQueue::new(Policy::Random { seed });
+            q.begin_step();
+            q.push(PLAIN_LANE, FRESH_OWNER, "connection_made");
+            q.push(7, FRESH_OWNER, "waiter woken");
+            q.begin_step();
+            q.push(8, FRESH_OWNER, "other task");
+            let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+            let position = |name| order.iter().position(|e| *e == name).expect("popped");
+            assert!(position("connection_made") < position("waiter woken"), "seed {seed}: {order:?}");
+            orders.insert(order);
+        }
+        assert!(orders.len() >= 3, "the other step's work still moves: {orders:?}");
+    }
+
+    #[test]
+    fn a_barrier_holds_only_until_its_plain_callback_ran() {
+        let mut q = ReadyQueue::new(Policy::Replay(Schedule::from_choices(vec![1, 1])));
+        q.begin_step();
+        q.push(3, FRESH_OWNER, "older task");
+        q.push(PLAIN_LANE, FRESH_OWNER, "plain");
+        q.push(4, FRESH_OWNER, "after plain");
+        // Options at first: "older task" and "plain" ("after plain" waits): choice 1 = plain.
+        assert_eq!(q.pop(), Some("plain"));
+        // Now both tasks are options: choice 1 = the younger one.
+        assert_eq!(q.pop(), Some("after plain"));
+        assert_eq!(q.pop(), Some("older task"));
+        assert_eq!(q.chooser().log().iter().map(|d| d.options).collect::<Vec<_>>(), vec![2, 2]);
     }
 
     #[test]

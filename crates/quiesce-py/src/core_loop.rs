@@ -881,6 +881,8 @@ impl CoreLoop {
                 if over {
                     (None, true)
                 } else {
+                    // What this entry schedules while it runs belongs to its step.
+                    s.scheduler.begin_step();
                     (s.scheduler.pop_ready(), false)
                 }
             })?;
