@@ -14,8 +14,9 @@ import asyncio
 import dataclasses
 import threading
 import traceback
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
 from quiesce._core import CoreLoop
 from quiesce._errors import BudgetExceeded, _StoppedWithReport
@@ -219,7 +220,7 @@ class ExploreResult:
 class _Outcome:
     error: Optional[BaseException]
     schedule: str
-    #: Every decision, when the caller asked for them or the run failed; else empty.
+    #: The first ``TRACE_LIMIT`` decisions, when tracing or when the run failed; else empty.
     decisions: List[Decision]
     #: (decisions, lane decisions, deviations from stock order).
     counts: Tuple[int, int, int]
@@ -228,6 +229,9 @@ class _Outcome:
     mismatch: Optional[Tuple[int, str, int, int]]
     trace: Optional[List[Tuple[str, float]]] = None
     evidence: Dict[str, bool] = field(default_factory=dict)
+    #: For the bounded search: every decision's options (compact), and the chosen indices up
+    #: to the last non-zero one.
+    choices: Optional[Tuple[Sequence[int], List[int]]] = None
 
 
 def describe_entry(entry: Any) -> str:
@@ -302,6 +306,9 @@ def _dispose(loop: Loop) -> None:
         cancel_and_shut_down(loop)
     finally:
         loop.close()
+        # A loop is freed by the cycle collector, which does not count native memory: drop
+        # the (possibly long) record of decisions now rather than with the loop.
+        loop._q_clear("log")
 
 
 def _run_once(
@@ -316,9 +323,9 @@ def _run_once(
 ) -> _Outcome:
     """One run of ``test`` on a fresh loop: the coroutine runs as the main task until it
     finishes; a deadlock, a budget overrun, the test's exception or an exception reported to
-    the loop's handler is the run's error. The run's decisions are copied out with
-    ``decisions`` (all of them), or the first ``TRACE_LIMIT`` when tracing or when it failed.
-    """
+    the loop's handler is the run's error. With ``decisions`` the run's choices are kept
+    compactly for the bounded search; the first ``TRACE_LIMIT`` decisions are copied out when
+    tracing or when it failed."""
     if asyncio._get_running_loop() is not None:
         raise RuntimeError(
             "quiesce.explore()/replay() run their own event loops; call them from synchronous "
@@ -366,20 +373,24 @@ def _run_once(
         return _Outcome(
             error=error,
             schedule=loop.schedule,
-            decisions=loop._q_decisions(None if decisions else TRACE_LIMIT)
-            if decisions or trace or error is not None
-            else [],
+            decisions=loop._q_decisions(TRACE_LIMIT) if trace or error is not None else [],
             counts=loop._q_decision_counts(),
             time=loop.time(),
             faults=list(loop._q_faults_fired),
             mismatch=loop._q_mismatch(),
             trace=loop._q_trace_log,
             evidence=evidence,
+            choices=_compact_choices(loop) if decisions else None,
         )
     finally:
         loop._q_set_trace(False)
         _dispose(loop)
         asyncio.set_event_loop(previous)
+
+
+def _compact_choices(loop: Loop) -> Tuple[Sequence[int], List[int]]:
+    options, chosen = loop._q_decision_choices()
+    return array("I", options), chosen
 
 
 def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
@@ -525,11 +536,11 @@ def explore(
         "watchdog": watchdog,
     }
     plans = _dfs_plans(bound) if policy == "dfs" else None
-    last_decisions: List[Tuple[int, int]] = []
+    last_choices: Tuple[Sequence[int], List[int]] = ((), [])
 
     for index in range(1 if policy == "fifo" else runs):
         if plans is not None:
-            choices = next(plans) if index == 0 else plans.send(last_decisions)
+            choices = next(plans) if index == 0 else plans.send(last_choices)
             if choices is None:
                 result.exhausted = True
                 break
@@ -549,7 +560,8 @@ def explore(
         total, lane_decisions, _ = outcome.counts
         horizon = max(horizon if result.runs > 1 else 1, lane_decisions, 1)
         result.max_decisions = max(result.max_decisions, total)
-        last_decisions = [(options_, chosen) for _, options_, chosen, _ in outcome.decisions]
+        if outcome.choices is not None:
+            last_choices = outcome.choices
         if outcome.error is not None:
             shrunk_from, shrink_runs = None, 0
             if shrink and plans is None:
@@ -565,7 +577,7 @@ def explore(
             break
     else:
         # The run budget is spent: the search is exhausted if no schedule is left.
-        if plans is not None and result.runs and plans.send(last_decisions) is None:
+        if plans is not None and result.runs and plans.send(last_choices) is None:
             result.exhausted = True
     result.schedules = len(seen)
     if result.failure is not None and raise_on_failure:
@@ -594,21 +606,21 @@ def _loop_options(strategy: str, seed: Optional[int], depth: int, horizon: int) 
 
 def _dfs_plans(
     bound: int,
-) -> Generator[Optional[List[int]], List[Tuple[int, int]], None]:
-    """A generator of choice prefixes for the bounded search: send each run's decisions
-    ``(options, chosen)``, receive the next prefix (None when done). Bounds grow from 0 so
-    that the schedules closest to stock order come first; runs already made at a smaller
-    bound are not repeated, their recorded decisions are reused."""
-    known: Dict[Tuple[int, ...], List[Tuple[int, int]]] = {}
+) -> Generator[Optional[List[int]], Tuple[Sequence[int], List[int]], None]:
+    """A generator of choice prefixes for the bounded search: send each run's choices (see
+    :func:`_compact_choices`), receive the next prefix (None when done). Bounds grow from 0
+    so that the schedules closest to stock order come first; runs already made at a smaller
+    bound are not repeated, their recorded choices are reused."""
+    known: Dict[Tuple[int, ...], Tuple[Sequence[int], List[int]]] = {}
     for current in range(bound + 1):
         prefix: List[int] = []
         while True:
             key = tuple(prefix)
-            decisions = known.get(key)
-            if decisions is None:
-                decisions = yield prefix
-                known[key] = decisions
-            following = CoreLoop._q_next_bounded(decisions, current)
+            made = known.get(key)
+            if made is None:
+                made = yield prefix
+                known[key] = made
+            following = CoreLoop._q_next_bounded(made[0], made[1], current)
             if following is None:
                 break
             prefix = following

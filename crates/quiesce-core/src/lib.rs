@@ -92,6 +92,11 @@ impl<T> Scheduler<T> {
         self.ready.chooser()
     }
 
+    /// Forgets the decisions made so far (see [`Chooser::clear_log`]).
+    pub fn clear_decision_log(&mut self) {
+        self.ready.chooser_mut().clear_log();
+    }
+
     /// A new owner id (see [`Chooser::fresh_owner`]).
     pub fn fresh_owner(&mut self) -> Owner {
         self.ready.chooser_mut().fresh_owner()

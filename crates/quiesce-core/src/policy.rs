@@ -207,6 +207,11 @@ impl Chooser {
         &self.log
     }
 
+    /// Forgets the decisions made so far (their memory too); later ones are logged anew.
+    pub fn clear_log(&mut self) {
+        self.log = Vec::new();
+    }
+
     /// The chosen indices so far, as a replayable schedule.
     pub fn schedule(&self) -> Schedule {
         Schedule::from_choices(self.log.iter().map(|d| d.chosen).collect())

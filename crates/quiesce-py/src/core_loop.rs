@@ -663,12 +663,25 @@ impl CoreLoop {
         Schedule::from_choices(choices).encode()
     }
 
-    /// Bounded exhaustive search: the choices to replay next after a run that made
-    /// `decisions` ((options, chosen) pairs), or None when every schedule within `bound`
-    /// delays has been run.
+    /// Bounded exhaustive search: the choices to replay next after a run whose decisions had
+    /// `options` options each and chose `chosen` (missing trailing choices are 0), or None
+    /// when every schedule within `bound` delays has been run.
     #[staticmethod]
-    fn _q_next_bounded(decisions: Vec<(u32, u32)>, bound: u64) -> Option<Vec<u32>> {
+    fn _q_next_bounded(options: Vec<u32>, chosen: Vec<u32>, bound: u64) -> Option<Vec<u32>> {
+        let decisions: Vec<(u32, u32)> =
+            options.iter().enumerate().map(|(i, options)| (*options, chosen.get(i).copied().unwrap_or(0))).collect();
         next_bounded(&decisions, bound)
+    }
+
+    /// (options of each decision, chosen index of each decision up to the last non-zero
+    /// one): what the bounded search keeps of a run, compactly.
+    fn _q_decision_choices(&self, py: Python<'_>) -> PyResult<(Vec<u32>, Vec<u32>)> {
+        self.with(py, |s| {
+            let log = s.scheduler.chooser().log();
+            let options = log.iter().map(|d| d.options).collect();
+            let last = log.iter().rposition(|d| d.chosen != 0).map_or(0, |i| i + 1);
+            (options, log[..last].iter().map(|d| d.chosen).collect())
+        })
     }
 
     /// Tells the core where asyncio keeps the watched fds and the signal handlers.
@@ -1005,13 +1018,18 @@ impl CoreLoop {
     }
 
     /// Drops every ready entry (`which="ready"`), every timer (`"timers"`), or both (`"all"`);
-    /// `"owners"` forgets the tasks PCT keeps priorities for (when the loop closes).
+    /// `"owners"` forgets the tasks PCT keeps priorities for (when the loop closes); `"log"`
+    /// drops the record of decisions (an exploration run is done with it).
     fn _q_clear(&self, py: Python<'_>, which: &str) -> PyResult<()> {
         let dropped = self.with(py, |s| match which {
             "ready" => Ok((s.scheduler.pop_all_ready(), FxHashMap::default())),
             "timers" => Ok((s.scheduler.drain_timers(), FxHashMap::default())),
             "all" => Ok((s.scheduler.drain(), FxHashMap::default())),
             "owners" => Ok((Vec::new(), std::mem::take(&mut s.task_owners))),
+            "log" => {
+                s.scheduler.clear_decision_log();
+                Ok((Vec::new(), FxHashMap::default()))
+            }
             other => Err(PyValueError::new_err(format!("unknown queue {other:?}"))),
         })??;
         drop(dropped); // outside the borrow: dropping may run Python code
