@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 import sys
@@ -663,3 +664,25 @@ def test_subprocess_pipes_work_under_every_schedule(policy: str) -> None:
 
     result = quiesce.explore(echo, policy=policy, runs=8, check_determinism=False)
     assert result.ok and result.schedules > 1
+
+
+def test_a_pasted_schedule_may_carry_blanks_and_padding() -> None:
+    schedule, expected = RECORDED["lost update"]
+    for pasted in (f"  {schedule}\n", f"{schedule}==", f" {schedule}=\t"):
+        with pytest.raises(expected):
+            quiesce.replay(lost_update, pasted)
+    assert quiesce.Loop(schedule=f" {schedule}= ").schedule == "q1-"  # nothing decided yet
+
+
+def test_the_replay_line_names_the_function_behind_a_partial() -> None:
+    async def deposit_twice(amount: int) -> None:
+        await lost_update()
+
+    failure = quiesce.explore(
+        functools.partial(deposit_twice, 1), policy="random", raise_on_failure=False
+    ).failure
+    assert failure is not None
+    assert failure.replay_line().startswith(
+        "quiesce.replay(test_the_replay_line_names_the_function_behind_a_partial.<locals>"
+        ".deposit_twice, "
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import threading
 import traceback
 from array import array
@@ -255,6 +256,13 @@ def _describe_error(error: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+
+
+def _test_name(test: object) -> str:
+    """How the replay line names ``test``: its qualified name (a partial's function's)."""
+    while isinstance(test, functools.partial):
+        test = test.func
+    return getattr(test, "__qualname__", None) or getattr(test, "__name__", None) or "test"
 
 
 def _check_test(test: object, caller: str) -> TestFactory:
@@ -725,7 +733,7 @@ def _failure(
         decisions=outcome.counts[0],
         deviations=outcome.counts[2],
         faults=tuple(outcome.faults),
-        test_name=getattr(test, "__qualname__", "test"),
+        test_name=_test_name(test),
         reproduced=reproduced,
         nondeterminism=nondeterminism,
     )
@@ -751,6 +759,7 @@ def replay(
     test = _check_test(test, "replay")
     if not isinstance(schedule, str):
         raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
+    schedule = schedule.strip().rstrip("=")
     CoreLoop._q_decode_schedule(schedule)  # a clear ValueError for a mangled string
     max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
     outcome = _run_once(

@@ -160,6 +160,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
         if schedule is not None and not isinstance(schedule, str):
             raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
+        if schedule is not None:
+            # As pasted from a report: surrounding blanks, or base64 padding, do no harm.
+            schedule = schedule.strip().rstrip("=")
         policy = _check_policy(policy, seed, schedule)
         pct_depth = _check_positive_int("pct_depth", pct_depth)
         pct_horizon = _check_positive_int("pct_horizon", pct_horizon)
