@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks quiesce.Loop (virtual and real clock) beside stock asyncio and uvloop, interleaved
-# in one process run per interpreter (CPython 3.11 and 3.13 by default), plus memory per
-# pending timer and exploration (runs to first failure per policy, cost per run), then the
-# Rust core's micro-benchmarks. Writes benches/results/*.md.
+# in one process run per interpreter (CPython 3.11 and 3.13 by default), plus instructions per
+# operation (callgrind), memory per pending timer and exploration (runs to first failure per
+# policy, cost per run), then the Rust core's micro-benchmarks. Writes benches/results/*.md.
 #
-#   bash scripts/bench.sh                         # everything (about 20 minutes)
+#   bash scripts/bench.sh                         # everything (about 40 minutes)
 #   QUIESCE_PYTHONS=3.13 bash scripts/bench.sh --quick   # a smoke run; options go to bench_loops.py
 #
 # Timings move +-30 % on a shared machine: compare the ratios within one run, not across runs.
@@ -26,6 +26,9 @@ for py in "${pythons[@]}"; do
     "$venv/bin/python" benches/bench_loops.py "$@" | tee "benches/results/loops-$tag.md"
     echo "== $("$py" --version): memory"
     "$venv/bin/python" benches/bench_memory.py | tee "benches/results/memory-$tag.md"
+    echo "== $("$py" --version): instructions per operation (callgrind)"
+    "$venv/bin/python" benches/bench_instructions.py --loops asyncio,uvloop,quiesce,quiesce-real \
+        | tee "benches/results/instructions-$tag.md"
     echo "== $("$py" --version): exploration"
     "$venv/bin/python" benches/bench_explore.py --seeds 20 | tee "benches/results/explore-$tag.md"
 done
