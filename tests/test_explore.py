@@ -671,7 +671,11 @@ def test_a_pasted_schedule_may_carry_blanks_and_padding() -> None:
     for pasted in (f"  {schedule}\n", f"{schedule}==", f" {schedule}=\t"):
         with pytest.raises(expected):
             quiesce.replay(lost_update, pasted)
-    assert quiesce.Loop(schedule=f" {schedule}= ").schedule == "q1-"  # nothing decided yet
+    loop = quiesce.Loop(schedule=f" {schedule}= ")
+    try:
+        assert loop.policy == "replay" and loop.schedule == "q1-"  # nothing decided yet
+    finally:
+        loop.close()
 
 
 def test_the_replay_line_names_the_function_behind_a_partial() -> None:
