@@ -34,5 +34,6 @@ for py in "${pythons[@]}"; do
 done
 if [ "$#" -eq 0 ]; then
     echo "== Rust core micro-benchmarks (criterion)"
-    cargo bench -p quiesce-core --locked 2>&1 | grep -E "^[a-z_/ ]+ +time:" | tee benches/results/core.txt
+    cargo bench -p quiesce-core --locked -- --output-format bencher 2>/dev/null | grep "^test " \
+        | tee benches/results/core.txt
 fi
