@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import inspect
 import math
 import weakref
@@ -592,3 +593,62 @@ def test_a_subclass_create_future_override_is_used() -> None:
     finally:
         subclassed.close()
     assert len(made) == 1 and made[0].get_loop() is subclassed and made[0].done()
+
+
+@pytest.mark.parametrize("kind", ["call_soon", "call_later"])
+def test_cancel_lets_go_of_the_callback_and_arguments_at_once(
+    loop: quiesce.Loop, kind: str
+) -> None:
+    # As stock asyncio's Handle.cancel() (it sets _callback and _args to None): an object
+    # that keeps its own pending handle, whose callback is one of its methods, is freed by
+    # reference counting once the handle is cancelled, without waiting for the cyclic GC.
+    class Protocol:
+        def __init__(self) -> None:
+            schedule = loop.call_soon if kind == "call_soon" else loop.call_later
+            args = () if kind == "call_soon" else (3600,)
+            self.timeout = schedule(*args, self.on_timeout, object())  # type: ignore[operator]
+
+        def on_timeout(self, _token: object) -> None:
+            raise AssertionError("a cancelled handle ran")
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        protocol = Protocol()
+        handle, alive = protocol.timeout, weakref.ref(protocol)
+        handle.cancel()
+        assert handle._callback is None and handle._args is None
+        del protocol
+        assert alive() is None
+        handle.cancel()  # idempotent
+        assert handle.cancelled()
+    finally:
+        if was_enabled:
+            gc.enable()
+    loop.run_until_blocked()
+
+
+def test_a_callback_may_cancel_its_own_handle_while_it_runs(loop: quiesce.Loop) -> None:
+    ran: List[str] = []
+    handles: List[Any] = []
+
+    def callback(tag: str) -> None:
+        handles[0].cancel()  # drops the handle's references to this very function
+        ran.append(tag)
+
+    handles.append(loop.call_soon(lambda tag: callback(tag), "once"))
+    loop.run_until_blocked()
+    assert ran == ["once"] and handles[0].cancelled()
+
+
+def test_a_cancelled_debug_handle_keeps_where_it_was_made(loop: quiesce.Loop) -> None:
+    loop.set_debug(True)
+    try:
+        handle = loop.call_later(10, print, "x")
+        made_at = handle._source_traceback
+        assert made_at
+        handle.cancel()
+        assert handle._source_traceback == made_at
+        assert handle._callback is None and "cancelled" in repr(handle)
+    finally:
+        loop.set_debug(False)

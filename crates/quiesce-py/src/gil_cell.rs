@@ -65,3 +65,44 @@ impl<T> GilCell<T> {
         Some(unsafe { &*self.value.get() })
     }
 }
+
+/// An optional value only ever touched with the GIL held, which its owner may take out (a
+/// cancelled handle drops its callback). Reads clone what they need under the GIL and run no
+/// Python code while they look, so a value cannot be dropped under a live reference to it.
+pub struct GilSlot<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: as for `GilCell`: every access (`get`, `take`) takes a `Python` token, and
+// `peek_for_gc` runs only in `__traverse__`, with the GIL held and no Python code running; the
+// module is `gil_used`, so one thread at a time is inside, and no access runs Python code
+// while it holds a reference into the slot.
+unsafe impl<T: Send> Sync for GilSlot<T> {}
+
+impl<T> GilSlot<T> {
+    /// A slot holding `value`.
+    pub fn new(value: T) -> Self {
+        Self(UnsafeCell::new(Some(value)))
+    }
+
+    /// What `read` makes of the value (`None` once taken). `read` must not run Python code
+    /// (no calls, no drops of Python objects): it only looks, and clones what it needs.
+    pub fn get<R>(&self, _py: Python<'_>, read: impl FnOnce(Option<&T>) -> R) -> R {
+        // SAFETY: the GIL is held (`_py`), and `read` runs no Python code, so nothing can call
+        // `take` while the shared reference lives.
+        read(unsafe { (*self.0.get()).as_ref() })
+    }
+
+    /// Takes the value out, leaving `replacement`; the caller drops the old value (with the
+    /// GIL held, outside any other access).
+    pub fn replace(&self, _py: Python<'_>, replacement: Option<T>) -> Option<T> {
+        // SAFETY: the GIL is held and no reference into the slot is alive: `get` hands out
+        // references only to closures that run no Python code, and this is not one of them.
+        unsafe { std::mem::replace(&mut *self.0.get(), replacement) }
+    }
+
+    /// The value, for the garbage collector's traversal only.
+    pub fn peek_for_gc(&self) -> Option<&T> {
+        // SAFETY: called from `__traverse__` with the GIL held; traversal runs no Python code,
+        // so no `replace` can happen while the reference lives.
+        unsafe { (*self.0.get()).as_ref() }
+    }
+}

@@ -15,6 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use quiesce_core::TimerId;
 
 use crate::core_loop::CoreLoop;
+use crate::gil_cell::GilSlot;
 
 /// Positional arguments, specialised so the common 0- and 1-argument calls build no tuple.
 /// Kept as one optional pointer plus a flag (not an enum) so that a handle, and so a pending
@@ -60,16 +61,25 @@ impl Args {
 /// the list holds only memory (at most 16,384 x 80 bytes).
 #[pyclass(module = "quiesce._core", name = "Handle", frozen, subclass, weakref, freelist = HANDLE_FREE_LIST)]
 pub struct Handle {
-    callback: Py<PyAny>,
-    /// See [`Args`]; stored flat so the flag shares padding with `cancelled`.
-    args: Option<Py<PyAny>>,
+    /// The callback and its arguments, dropped by `cancel()` as stock asyncio drops them: an
+    /// object that keeps its own pending handle (a protocol's timeout handle) is otherwise
+    /// kept alive by it until the cyclic GC runs.
+    target: GilSlot<Target>,
+    /// How `Target::args` is stored; a byte beside `cancelled`.
     args_kind: ArgsKind,
     context: Py<PyAny>,
     event_loop: Py<CoreLoop>,
     cancelled: AtomicBool,
 }
 
-/// How `Handle::args` is stored. A byte beside `cancelled` rather than another pointer field:
+/// What a handle calls: the callback and its arguments (see [`Args`]; stored flat so that a
+/// pending timer stays as small as stock asyncio's).
+struct Target {
+    callback: Py<PyAny>,
+    args: Option<Py<PyAny>>,
+}
+
+/// How `Target::args` is stored. A byte beside `cancelled` rather than another pointer field:
 /// a pending timer must stay as small as stock asyncio's.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -100,7 +110,20 @@ impl Handle {
                 (Some(pair.into_any().unbind()), ArgsKind::WithTraceback)
             }
         };
-        Ok(Self { callback, args, args_kind, context, event_loop, cancelled: AtomicBool::new(false) })
+        Ok(Self {
+            target: GilSlot::new(Target { callback, args }),
+            args_kind,
+            context,
+            event_loop,
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// The callback and its arguments (new references), or `None` once cancelled.
+    fn target(&self, py: Python<'_>) -> Option<(Py<PyAny>, Option<Py<PyAny>>)> {
+        self.target.get(py, |target| {
+            target.map(|t| (t.callback.clone_ref(py), t.args.as_ref().map(|args| args.clone_ref(py))))
+        })
     }
 
     fn tuple_of<'py>(py: Python<'py>, value: &Option<Py<PyAny>>, spread: bool) -> PyResult<Bound<'py, PyTuple>> {
@@ -113,25 +136,47 @@ impl Handle {
 
     /// The `(arguments, source traceback)` pair of a debug-mode handle.
     fn debug_pair<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        match (&self.args, self.args_kind) {
-            (Some(pair), ArgsKind::WithTraceback) => Ok(Some(pair.bind(py).cast::<PyTuple>()?.clone())),
+        if self.args_kind != ArgsKind::WithTraceback {
+            return Ok(None);
+        }
+        match self.target(py) {
+            Some((_, Some(pair))) => Ok(Some(pair.into_bound(py).cast_into::<PyTuple>()?)),
             _ => Ok(None),
         }
+    }
+
+    /// Marks the handle cancelled and drops its callback and arguments (a debug-mode handle
+    /// keeps where it was made). Idempotent.
+    fn cancel_and_release(&self, py: Python<'_>) -> PyResult<()> {
+        if self.cancelled.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let kept = match self.debug_pair(py)? {
+            Some(pair) => {
+                let traceback = pair.get_item(1)?;
+                let empty = PyTuple::empty(py).into_any();
+                let args = PyTuple::new(py, [empty, traceback])?.into_any().unbind();
+                Some(Target { callback: py.None(), args: Some(args) })
+            }
+            None => None,
+        };
+        drop(self.target.replace(py, kept)); // may run finalizers: nothing is borrowed here
+        Ok(())
     }
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    pub fn callback(&self) -> &Py<PyAny> {
-        &self.callback
-    }
-
-    fn args_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        if let Some(pair) = self.debug_pair(py)? {
-            return Ok(pair.get_item(0)?.cast::<PyTuple>()?.clone());
+    fn args_tuple<'py>(&self, py: Python<'py>, args: &Option<Py<PyAny>>) -> PyResult<Bound<'py, PyTuple>> {
+        if self.args_kind == ArgsKind::WithTraceback {
+            let pair = args.as_ref().map(|pair| pair.bind(py).cast::<PyTuple>()).transpose()?;
+            return match pair {
+                Some(pair) => Ok(pair.get_item(0)?.cast_into::<PyTuple>()?),
+                None => Ok(PyTuple::empty(py)),
+            };
         }
-        Self::tuple_of(py, &self.args, self.args_kind == ArgsKind::Spread)
+        Self::tuple_of(py, args, self.args_kind == ArgsKind::Spread)
     }
 
     /// Calls the callback inside its context. Errors other than `SystemExit` and
@@ -156,26 +201,29 @@ impl Handle {
 
     #[cfg(not(feature = "abi3"))]
     fn call_in_context(&self, py: Python<'_>) -> PyResult<()> {
+        // New references for the call: the callback may cancel its own handle, which drops
+        // the handle's.
+        let Some((callback, args)) = self.target(py) else { return Ok(()) };
         let ctx = self.context.as_ptr();
         // SAFETY: the GIL is held; `ctx` is a live `contextvars.Context` (type-checked when the
-        // handle was made) owned by `self`; the callback and its arguments are likewise owned
-        // by `self` (fields are immutable) for the whole call, and `self` outlives this call.
+        // handle was made) owned by `self` (the field never changes), which outlives this
+        // call; `callback` and `args` are references owned here for the whole call.
         unsafe {
             if ffi::PyContext_Enter(ctx) < 0 {
                 return Err(PyErr::fetch(py));
             }
-            let result = match (&self.args, self.args_kind) {
-                (None, _) => ffi::PyObject_CallNoArgs(self.callback.as_ptr()),
-                (Some(arg), ArgsKind::Single) => ffi::PyObject_CallOneArg(self.callback.as_ptr(), arg.as_ptr()),
+            let result = match (&args, self.args_kind) {
+                (None, _) => ffi::PyObject_CallNoArgs(callback.as_ptr()),
+                (Some(arg), ArgsKind::Single) => ffi::PyObject_CallOneArg(callback.as_ptr(), arg.as_ptr()),
                 // `Spread` is only set for a tuple (see `Args::from_tuple`).
                 (Some(tuple), ArgsKind::Spread) => {
-                    ffi::PyObject_Call(self.callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut())
+                    ffi::PyObject_Call(callback.as_ptr(), tuple.as_ptr(), std::ptr::null_mut())
                 }
                 // Debug mode: the pair is a 2-tuple whose first item is the arguments' tuple
-                // (see `Handle::new`); both are owned by `self` for the call.
+                // (see `Handle::new`); `args` owns it for the call.
                 (Some(pair), ArgsKind::WithTraceback) => {
                     let tuple = ffi::PyTuple_GetItem(pair.as_ptr(), 0);
-                    ffi::PyObject_Call(self.callback.as_ptr(), tuple, std::ptr::null_mut())
+                    ffi::PyObject_Call(callback.as_ptr(), tuple, std::ptr::null_mut())
                 }
             };
             let outcome = if result.is_null() {
@@ -199,8 +247,9 @@ impl Handle {
     fn call_in_context(&self, py: Python<'_>) -> PyResult<()> {
         let run = pyo3::intern!(py, "run");
         let context = self.context.bind(py);
-        let mut items = vec![self.callback.bind(py).clone()];
-        items.extend(self.args_tuple(py)?.iter());
+        let Some((callback, args)) = self.target(py) else { return Ok(()) };
+        let mut items = vec![callback.into_bound(py)];
+        items.extend(self.args_tuple(py, &args)?.iter());
         context.call_method1(run, PyTuple::new(py, items)?).map(drop)
     }
 
@@ -212,9 +261,9 @@ impl Handle {
         if let Some(when) = when {
             info.push(format!("when={}", format_float(py, when)?));
         }
-        if !self.is_cancelled() {
+        if let (false, Some((callback, args))) = (self.is_cancelled(), self.target(py)) {
             let format_source = format_callback_source(py)?;
-            let source = format_source.call1((self.callback.bind(py), self.args_tuple(py)?))?;
+            let source = format_source.call1((callback, self.args_tuple(py, &args)?))?;
             info.push(source.extract::<String>()?);
         }
         Ok(format!("<{}>", info.join(" ")))
@@ -233,9 +282,10 @@ fn format_callback_source(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 #[pymethods]
 impl Handle {
-    /// Cancels the callback; a cancelled handle never runs. Idempotent.
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+    /// Cancels the callback; a cancelled handle never runs and, as in stock asyncio, lets go
+    /// of its callback and arguments. Idempotent.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        self.cancel_and_release(py)
     }
 
     /// Whether `cancel()` was called.
@@ -258,15 +308,18 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        (!self.is_cancelled()).then(|| self.callback.clone_ref(py))
+        if self.is_cancelled() {
+            return None;
+        }
+        self.target(py).map(|(callback, _)| callback)
     }
 
     #[getter]
     fn _args<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        if self.is_cancelled() {
-            return Ok(None);
+        match (self.is_cancelled(), self.target(py)) {
+            (false, Some((_, args))) => self.args_tuple(py, &args).map(Some),
+            _ => Ok(None),
         }
-        self.args_tuple(py).map(Some)
     }
 
     #[getter]
@@ -296,8 +349,10 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
+        if let Some(target) = self.target.peek_for_gc() {
+            visit.call(&target.callback)?;
+            visit.call(&target.args)?;
+        }
         visit.call(&self.context)?;
         visit.call(&self.event_loop)
     }
@@ -353,8 +408,8 @@ impl TimerHandle {
         if base.is_cancelled() {
             return Ok(());
         }
-        base.cancel();
         let py = slf.py();
+        base.cancel_and_release(py)?;
         if let Some(id) = slf.get().timer_id() {
             base.event_loop.bind(py).get().cancel_timer(py, id)?;
         }
