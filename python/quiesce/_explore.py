@@ -29,6 +29,8 @@ from quiesce._loop import (
     Loop,
     _check_seconds,
     _check_seed,
+    _current_loop,
+    _set_current_loop,
 )
 from quiesce._teardown import cancel_and_shut_down
 
@@ -302,11 +304,6 @@ def _check_run_budgets(
     return checked_time, checked_steps, checked_watchdog
 
 
-def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
-    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-    return getattr(local, "_loop", None)
-
-
 def _dispose(loop: Loop) -> None:
     """Cancels what is left (within a bounded grace period: a task that refuses to die must
     neither hang the exploration nor hide the run's own outcome), shuts down, closes."""
@@ -347,7 +344,7 @@ def _run_once(
         loop._q_set_trace(True)
     threads_before = set(threading.enumerate())
     previous = _current_loop()
-    asyncio.set_event_loop(loop)
+    _set_current_loop(loop)
     error: Optional[BaseException] = None
     evidence: Dict[str, bool] = {}
     try:
@@ -393,7 +390,7 @@ def _run_once(
     finally:
         loop._q_set_trace(False)
         _dispose(loop)
-        asyncio.set_event_loop(previous)
+        _set_current_loop(previous)
 
 
 def _compact_choices(loop: Loop) -> Tuple[Sequence[int], List[int]]:

@@ -16,6 +16,7 @@ import math
 import selectors
 import threading
 import time
+import warnings
 import weakref
 from asyncio import format_helpers
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
@@ -107,6 +108,28 @@ def _check_seconds(name: str, value: object) -> Optional[float]:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number of seconds >= 0 or None, got {value!r}")
     return float(value)
+
+
+def _event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    with warnings.catch_warnings():
+        # Policies are deprecated from Python 3.14 on; the current loop still lives there.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_event_loop_policy()
+
+
+def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The loop set as current in this thread, without creating one (as
+    ``asyncio.get_event_loop()`` might) or warning."""
+    local = getattr(_event_loop_policy(), "_local", None)
+    loop = getattr(local, "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+def _set_current_loop(loop: Optional[asyncio.AbstractEventLoop]) -> None:
+    """``asyncio.set_event_loop(loop)``, without the deprecation warning of 3.14+."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop(loop)
 
 
 class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]

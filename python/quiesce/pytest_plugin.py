@@ -30,14 +30,20 @@ import gc
 import inspect
 import math
 import traceback
-import warnings
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
 from quiesce._errors import BudgetExceeded, Deadlock
 from quiesce._explore import STRATEGIES, ExplorationFailed, explore, replay
-from quiesce._loop import _CLOCKS, DEFAULT_MAX_STEPS, DEFAULT_WATCHDOG, Loop
+from quiesce._loop import (
+    _CLOCKS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_WATCHDOG,
+    Loop,
+    _current_loop,
+    _set_current_loop,
+)
 from quiesce._teardown import cancel_and_shut_down, finalizer_tasks, run_bounded
 
 #: ``--quiesce-policy`` and ``@pytest.mark.quiesce(policy=...)`` values.
@@ -358,26 +364,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 # -- the loop fixture --------------------------------------------------------------------------
-
-
-def _get_policy() -> asyncio.AbstractEventLoopPolicy:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return asyncio.get_event_loop_policy()
-
-
-def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
-    """The loop set as current in this thread, without creating one (as
-    ``asyncio.get_event_loop()`` might) or warning."""
-    local = getattr(_get_policy(), "_local", None)
-    loop = getattr(local, "_loop", None)
-    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
-
-
-def _set_current_loop(loop: Optional[asyncio.AbstractEventLoop]) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        asyncio.set_event_loop(loop)
 
 
 def _call_passed(item: pytest.Item) -> bool:
