@@ -119,9 +119,9 @@ def test_thread_that_posts_and_exits_never_reads_as_a_deadlock(
     # window is made certain here: the "thread" posts while the threads are being listed.
     loop = make_loop(clock=clock)
     future = loop.create_future()
-    listed = loop._q_live_threads
+    listed = loop._q_outside
 
-    def post_then_list() -> List[threading.Thread]:
+    def post_then_list() -> quiesce._core.OutsideFacts:
         poster = threading.Thread(
             target=loop.call_soon_threadsafe, args=(future.set_result, "posted")
         )
@@ -129,8 +129,16 @@ def test_thread_that_posts_and_exits_never_reads_as_a_deadlock(
         poster.join()
         return listed()
 
-    monkeypatch.setattr(loop, "_q_live_threads", post_then_list)
-    assert loop.run_until_complete(future) == "posted"
+    # A lingering thread makes the idle turn ask for the outside facts at all.
+    lingering = threading.Event()
+    holder = threading.Thread(target=lingering.wait)
+    holder.start()
+    monkeypatch.setattr(loop, "_q_outside", post_then_list)
+    try:
+        assert loop.run_until_complete(future) == "posted"
+    finally:
+        lingering.set()
+        holder.join()
 
 
 def test_run_in_executor_default(make_loop: Callable[..., quiesce.Loop], clock: str) -> None:
@@ -251,15 +259,43 @@ async def wait_forever() -> None:
     await asyncio.Event().wait()  # made inside the loop: Python 3.9 binds it to the loop
 
 
-def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
+def test_thread_waiting_on_outside_io_ends_in_a_potential_deadlock(
     make_loop: Callable[..., quiesce.Loop],
 ) -> None:
-    """Another live thread could still call ``call_soon_threadsafe``, so the loop waits for it
-    (up to its watchdog, shortened here) before reporting a potential deadlock, naming the
-    thread."""
+    """A thread blocked reading a socket may be woken from outside and then call back, so the
+    loop waits for it (up to its watchdog, shortened here) before reporting a potential
+    deadlock, naming the thread; the clock does not move meanwhile."""
+    import socket
     import time
 
     loop = make_loop(watchdog=0.2)
+    here, there = socket.socketpair()
+    thread = threading.Thread(target=there.recv, args=(1,), name="reader-thread")
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(quiesce.Deadlock) as excinfo:
+            loop.run_until_complete(wait_forever())
+        waited = time.monotonic() - started
+    finally:
+        here.send(b"x")
+        thread.join()
+        here.close()
+        there.close()
+    assert 0.2 <= waited < 10
+    message = str(excinfo.value)
+    assert excinfo.value.kind == "potential deadlock"
+    assert message.startswith("Potential deadlock at loop time 0.0: nothing has run"), message
+    assert "'reader-thread' waiting on outside I/O" in message
+    assert "[does not hold the clock]" in message
+
+
+def test_parked_thread_does_not_delay_a_deadlock(make_loop: Callable[..., quiesce.Loop]) -> None:
+    """A thread parked on a lock or event of this process can only be woken from this process:
+    with the loop blocked too, that is a deadlock now, not after the watchdog."""
+    import time
+
+    loop = make_loop(watchdog=30)
     release = threading.Event()
     thread = threading.Thread(target=release.wait, name="idle-helper")
     thread.start()
@@ -271,8 +307,12 @@ def test_live_thread_that_never_calls_back_ends_in_a_deadlock(
     finally:
         release.set()
         thread.join()
-    assert waited >= 0.2
     assert waited < 10
-    assert "idle-helper" in str(excinfo.value)
-    assert excinfo.value.kind == "potential deadlock"
-    assert str(excinfo.value).startswith("Potential deadlock at loop time 0.0: nothing has run")
+    message = str(excinfo.value)
+    assert excinfo.value.kind == "deadlock"
+    # (A thread that has only just started may run for a moment: the clock follows it.)
+    assert message.startswith("Deadlock at loop time "), message
+    assert "no callback is runnable" in message
+    assert loop.time() < 1.0
+    assert "parked threads (listed below) can only be woken by this loop" in message
+    assert "'idle-helper' parked" in message

@@ -131,11 +131,9 @@ def test_seeded_loops_jump_too(make_loop: Callable[..., quiesce.Loop]) -> None:
     assert seeded.time() == 7.5
 
 
-def test_clock_does_not_follow_real_time_while_waiting_for_an_executor_job(
-    loop: quiesce.Loop,
-) -> None:
-    """Spec: the virtual clock moves only when the loop jumps to the next timer or the test
-    advances it. Waiting (in real time) for an executor job must not move it."""
+def test_clock_follows_real_time_while_waiting_for_an_executor_job(loop: quiesce.Loop) -> None:
+    """Spec: while outside work is in flight, the virtual clock follows real time up to the next
+    timer (the work may take that long on a real clock); it never jumps over the work."""
     import threading
 
     go = threading.Event()
@@ -147,13 +145,14 @@ def test_clock_does_not_follow_real_time_while_waiting_for_an_executor_job(
     async def main() -> int:
         fut = loop.run_in_executor(None, job)
         loop.call_soon(go.set)  # the job finishes only after the loop has gone idle
-        return await fut
+        # A timeout far longer than the job: it must not fire, as it would after a jump.
+        return await asyncio.wait_for(fut, 60)
 
     assert loop.run_until_complete(main()) == 42
-    assert loop.time() == 0.0
+    assert 0.0 <= loop.time() < 1.0
 
 
-def test_clock_does_not_follow_real_time_while_waiting_for_a_thread(loop: quiesce.Loop) -> None:
+def test_clock_follows_real_time_while_waiting_for_a_thread(loop: quiesce.Loop) -> None:
     import threading
 
     go = threading.Event()
@@ -169,12 +168,12 @@ def test_clock_does_not_follow_real_time_while_waiting_for_a_thread(loop: quiesc
         thread.start()
         loop.call_soon(go.set)
         try:
-            return await fut
+            return await asyncio.wait_for(fut, 60)
         finally:
             thread.join()
 
     assert loop.run_until_complete(main()) == 7
-    assert loop.time() == 0.0
+    assert 0.0 <= loop.time() < 1.0
 
 
 @pytest.mark.parametrize("delay", [float("nan")])

@@ -30,6 +30,28 @@ class TimerHandle(Handle):
     @property
     def _when(self) -> float: ...
 
+class OutsideFacts:
+    """What is in flight outside the loop, as the core's clock decision takes it."""
+
+    running_threads: int
+    waiting_threads: int
+    parked_threads: int
+    external_io: int
+    idle_internal: int
+    background: bool
+    next_foreground: Optional[float]
+    def __init__(
+        self,
+        *,
+        running_threads: int = 0,
+        waiting_threads: int = 0,
+        parked_threads: int = 0,
+        external_io: int = 0,
+        idle_internal: int = 0,
+        background: bool = False,
+        next_foreground: Optional[float] = None,
+    ) -> None: ...
+
 class CoreLoop:
     """Scheduling core of ``quiesce.Loop``."""
 
@@ -77,6 +99,9 @@ class CoreLoop:
         schedule: Optional[str],
         clock: str,
         clock_resolution: float,
+        watchdog: Optional[float],
+        io_grace: Optional[float],
+        turn_time: Optional[float],
     ) -> None: ...
     def _q_fault(self, probability: float) -> bool: ...
     def _q_schedule(self) -> str: ...
@@ -96,7 +121,13 @@ class CoreLoop:
     def _q_watch(
         self, fd_map: Optional[Dict[Any, Any]], signal_handlers: Optional[Dict[Any, Any]]
     ) -> None: ...
-    def _q_set_mode(self, mode: str, max_steps: Optional[int] = None) -> None: ...
+    def _q_set_mode(
+        self,
+        mode: str,
+        max_steps: Optional[int] = None,
+        target: Optional[float] = None,
+        time_limit: Optional[float] = None,
+    ) -> None: ...
     def _q_settled(self) -> bool: ...
     def _q_ran(self) -> int: ...
     def _q_next_deadline(self) -> Optional[float]: ...
@@ -107,8 +138,12 @@ class CoreLoop:
     def _q_set_waiting(self, waiting: bool) -> None: ...
     def _q_has_ready(self) -> bool: ...
     def _q_set_idle_waiters(self, waiting: bool) -> None: ...
-    def _q_set_jump_hook(self, on: bool) -> None: ...
+    def _q_set_background(self) -> None: ...
     def _q_ready_handles(self) -> List[Any]: ...
     def _q_timer_handles(self) -> List[Any]: ...
     def _q_clear(self, which: str) -> None: ...
     def _q_stats(self) -> Dict[str, int]: ...
+
+def thread_system_calls(native_ids: List[int]) -> List[Tuple[Optional[str], Optional[int]]]:
+    """For each native thread id, its ``/proc/self/task/<id>/syscall`` line (None where it
+    cannot be read) and the 32-bit word at the line's first argument, read with the GIL held."""

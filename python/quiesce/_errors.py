@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     from quiesce._report import Report
 
 
+def time_text(when: float) -> str:
+    """A loop time for a message: exact on the virtual clock's round figures, to the
+    microsecond once the clock has followed real time (0.200336, not 0.20033565700001077)."""
+    return repr(round(when, 6))
+
+
 class _StoppedWithReport(RuntimeError):
     """A run stopped instead of hanging or spinning: ``tasks`` holds the tasks still pending,
     ``report`` the loop's :class:`quiesce.Report` at that moment (also in the message)."""

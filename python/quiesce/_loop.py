@@ -21,8 +21,9 @@ import weakref
 from asyncio import format_helpers
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from quiesce._core import CoreLoop
-from quiesce._errors import BudgetExceeded, Deadlock
+from quiesce._core import CoreLoop, OutsideFacts
+from quiesce._errors import BudgetExceeded, Deadlock, time_text
+from quiesce._outside import outside_facts
 from quiesce._queue_views import ReadyView, ScheduledView
 
 if TYPE_CHECKING:
@@ -40,11 +41,10 @@ DEFAULT_WATCHDOG = 60.0
 #: Default ``max_time`` of :meth:`Loop.run_until_idle`: one virtual day.
 DEFAULT_MAX_TIME = 24 * 3600.0
 
-#: While waiting on other threads, how often to look again whether they are still alive.
-_THREAD_POLL_SECONDS = 0.05
-
-#: Stock asyncio's cap on one selector wait (base_events.MAXIMUM_SELECT_TIMEOUT).
-_MAX_SELECT_TIMEOUT = 24 * 3600.0
+#: Default ``turn_time`` of a :class:`Loop`: virtual seconds one turn of a loop that never
+#: blocks is worth. A real turn costs more than a microsecond, so a busy loop never reaches a
+#: timer sooner than it would on a real clock.
+DEFAULT_TURN_TIME = 1e-6
 
 _CLOCKS = ("virtual", "real")
 
@@ -151,9 +151,17 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     follows ``time.monotonic()`` like stock asyncio.
 
     ``watchdog`` is how many seconds of real time the loop waits for outside activity alone
-    (executor jobs, watched file descriptors, other live threads) with nothing running before
-    it raises :class:`Deadlock` with ``kind="potential deadlock"``; ``None`` waits forever,
-    as stock asyncio does.
+    (executor jobs, external sockets, other threads) with nothing running and no timer pending
+    before it raises :class:`Deadlock` with ``kind="potential deadlock"``; ``None`` waits
+    forever, as stock asyncio does.
+
+    While outside work is in flight (an executor job, a running child process or thread, a
+    socket whose peer is another process), the virtual clock follows real time up to the next
+    timer. ``io_grace`` (seconds, default ``None``) lets external sockets go once they have been
+    quiet that long: the clock then jumps as if they were idle (for suites that do not care
+    about an external peer's clock). ``turn_time`` (default 1 µs) is what one turn of a loop
+    that never blocks is worth on the virtual clock, so a busy ``sleep(0)`` loop waiting for a
+    timer reaches it, as on a real clock; ``None`` turns that off.
     """
 
     if TYPE_CHECKING:
@@ -174,6 +182,8 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         schedule: Optional[str] = None,
         pct_depth: int = DEFAULT_PCT_DEPTH,
         pct_horizon: int = DEFAULT_PCT_HORIZON,
+        io_grace: Optional[float] = None,
+        turn_time: Optional[float] = DEFAULT_TURN_TIME,
     ) -> None:
         seed = _check_seed(seed)
         if clock not in _CLOCKS:
@@ -181,6 +191,10 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         watchdog = _check_seconds("watchdog", watchdog)
         if watchdog == 0:
             raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
+        io_grace = _check_seconds("io_grace", io_grace)
+        turn_time = _check_seconds("turn_time", turn_time)
+        if turn_time == 0:
+            raise ValueError("turn_time must be > 0 seconds, or None to turn busy turns off")
         if schedule is not None and not isinstance(schedule, str):
             raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
         if schedule is not None:
@@ -197,6 +211,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             schedule,
             clock,
             time.get_clock_info("monotonic").resolution,
+            watchdog,
+            io_grace,
+            turn_time,
         )
         self._q_policy = policy
         self._q_trace_log: Optional[List[Tuple[str, float]]] = None
@@ -204,15 +221,21 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._q_seed = seed
         self._q_clock = clock
         self._q_watchdog = watchdog
+        self._q_io_grace = io_grace
+        self._q_turn_time = turn_time
+        # Executors this loop ran jobs on (their idle workers are not threads to wait for).
         self._q_executors: weakref.WeakSet[concurrent.futures.Executor] = weakref.WeakSet()
+        # quiesce.background() tasks and threads: they never count.
         self._q_background: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        self._q_background_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        # Running child processes (each also counted as an executor job in the core).
         self._q_children: weakref.WeakSet[asyncio.SubprocessTransport] = weakref.WeakSet()
         self._q_idle_waiters: List[asyncio.Future] = []
+        # What _outside.watched_descriptors learnt of each fd (kept while the file is the same).
+        self._q_fd_cache: Dict[int, Any] = {}
+        # The driving method and its time limit, for messages (the core enforces the limit).
+        self._q_method = "run_until_complete"
         self._q_time_limit: Optional[float] = None
-        self._q_idle_method = "run_until_idle"
-        self._q_until_idle = False
-        self._q_stalled_since: Optional[float] = None
-        self._q_stalled_ran = -1
         super().__init__()
         fd_map = getattr(self._selector, "_fd_to_key", None)
         if not isinstance(fd_map, dict):
@@ -256,6 +279,17 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def watchdog(self) -> Optional[float]:
         """Seconds of real time to wait for outside activity alone (None: forever)."""
         return self._q_watchdog
+
+    @property
+    def io_grace(self) -> Optional[float]:
+        """Seconds of quiet after which external sockets stop holding the virtual clock (None:
+        they always hold it)."""
+        return self._q_io_grace
+
+    @property
+    def turn_time(self) -> Optional[float]:
+        """Virtual seconds a turn of a loop that never blocks is worth (None: nothing)."""
+        return self._q_turn_time
 
     def report(self) -> Report:
         """A snapshot of what every task is doing and why: each task's state and await chain
@@ -308,16 +342,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
         seconds = self._q_validate_duration(float(seconds))
-        target = self.time() + seconds
-        self.run_until_blocked(max_steps=max_steps)
-        while True:
-            deadline = self._q_next_deadline()
-            if deadline is None or deadline > target:
-                break
-            self._q_move_clock(deadline)
-            self.run_until_blocked(max_steps=max_steps)
-        self._q_move_clock(target)
-        self.run_until_blocked(max_steps=max_steps)
+        self._q_drive("advance", "advance", max_steps, False, target=self.time() + seconds)
 
     def advance_to_next_timer(
         self, *, max_steps: Optional[int] = DEFAULT_MAX_STEPS
@@ -330,8 +355,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         deadline = self._q_next_deadline()
         if deadline is None or math.isinf(deadline):
             return None
-        self._q_move_clock(deadline)
-        self.run_until_blocked(max_steps=max_steps)
+        self._q_drive("advance_to_next_timer", "advance", max_steps, False, target=deadline)
         return self.time()
 
     def run_until_idle(
@@ -360,49 +384,33 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         max_time: Optional[float],
         max_steps: Optional[int],
     ) -> None:
-        """Runs until ``main`` is done, on either clock, within ``max_time`` seconds of virtual
-        time and ``max_steps`` callbacks in all (``BudgetExceeded`` past either). Raises
-        :class:`Deadlock` if ``main`` can never finish; like ``run_until_complete``, it first
-        waits (up to the watchdog) for other live threads that could still deliver work."""
+        """Runs until ``main`` is done, as ``run_until_complete`` does, within ``max_time``
+        seconds of virtual time and ``max_steps`` callbacks in all (``BudgetExceeded`` past
+        either). Raises :class:`Deadlock` if ``main`` can never finish."""
 
         def stop(_done: asyncio.Future[Any]) -> None:
             self.stop()
 
+        max_time = _check_seconds("max_time", max_time)
         started_time, started_ran = self.time(), self._q_stats()["total_ran"]
+        limit = None if max_time is None else started_time + max_time
         main.add_done_callback(stop)
         try:
+            # A callback's loop.stop() ends one drive early; keep going until main is done.
             while not main.done():
-                time_left = (
-                    None if max_time is None else max(0.0, max_time - (self.time() - started_time))
-                )
                 steps_left = None
                 if max_steps is not None:
                     steps_left = max(1, max_steps - (self._q_stats()["total_ran"] - started_ran))
-                self._q_run_idle(method, time_left, steps_left)
-                if main.done() or self._q_has_ready():
-                    continue
-                if not self._q_live_threads():
-                    raise self._q_deadlock_error()
-                if self._q_stall_budget() <= 0:
-                    raise self._q_deadlock_error(potential=True)
-                self._q_wait(_THREAD_POLL_SECONDS)
+                self._q_drive(method, "forever", steps_left, fast_path=False, time_limit=limit)
         finally:
             main.remove_done_callback(stop)
 
     def _q_run_idle(self, method: str, max_time: Optional[float], max_steps: Optional[int]) -> None:
-        """``run_until_idle`` on either clock (on the real clock ``max_time`` never trips: the
-        clock only moves at real pace). A callback may stop it early, as ``run_forever``."""
+        """``run_until_idle`` (on the real clock ``max_time`` never trips). A callback may stop
+        it early, as ``run_forever``."""
         max_time = _check_seconds("max_time", max_time)
-        self._q_idle_method = method
-        self._q_time_limit = None if max_time is None else self.time() + max_time
-        self._q_until_idle = True
-        self._q_set_jump_hook(True)
-        try:
-            self._q_drive(method, "until_idle", max_steps, fast_path=False)
-        finally:
-            self._q_time_limit = None
-            self._q_until_idle = False
-            self._q_set_jump_hook(bool(self._q_background))
+        limit = None if max_time is None else self.time() + max_time
+        self._q_drive(method, "until_idle", max_steps, fast_path=False, time_limit=limit)
 
     def _q_require_virtual(self, method: str) -> None:
         self._q_check_drivable(method)
@@ -427,8 +435,17 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             )
 
     def _q_drive(
-        self, method: str, mode: str, max_steps: Optional[int], fast_path: bool = True
+        self,
+        method: str,
+        mode: str,
+        max_steps: Optional[int],
+        fast_path: bool = True,
+        *,
+        target: Optional[float] = None,
+        time_limit: Optional[float] = None,
     ) -> int:
+        """Runs the loop in the core's run ``mode`` (see ``_core.CoreLoop._q_set_mode``) until
+        the core says to return (or a callback stops it); returns how many callbacks ran."""
         if max_steps is not None and (
             isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
         ):
@@ -443,11 +460,15 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             # Already blocked: answer in O(1) without entering run_forever.
             return 0
         self._q_check_drivable(method)
-        self._q_set_mode(mode, max_steps)
+        if self._q_clock != "virtual":
+            time_limit = None
+        self._q_method, self._q_time_limit = method, time_limit
+        self._q_set_mode(mode, max_steps, target, time_limit)
         try:
             self.run_forever()
             return self._q_ran()
         finally:
+            self._q_method, self._q_time_limit = "run_until_complete", None
             self._q_set_mode("forever", None)
 
     def close(self) -> None:
@@ -533,102 +554,78 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     # -- hooks called by the Rust core -------------------------------------------------------
 
-    def _q_poll(self, timeout: float) -> None:
-        self._process_events(self._selector.select(timeout))
-
-    def _q_wait(self, timeout: Optional[float]) -> None:
-        """Waits in real time for outside activity, at most ``timeout`` seconds (the delay to
-        the next timer). The virtual clock holds still meanwhile; if the whole delay passes in
-        real time with nothing arriving, it jumps to that timer, as a real clock would have.
-
-        A wait that only outside activity can end (any wait on the virtual clock; on the real
-        clock, one with no timer pending) is watched: after ``watchdog`` seconds without
-        anything running it raises a "potential deadlock"."""
-        limit = _MAX_SELECT_TIMEOUT if timeout is None else min(timeout, _MAX_SELECT_TIMEOUT)
-        watched = self._q_clock == "virtual" or timeout is None
-        if watched:
-            limit = min(limit, self._q_stall_budget())
-        self._q_set_waiting(True)
-        try:
-            if self._q_has_ready():
-                limit = 0.0  # queued by another thread before we marked ourselves waiting
-            started = time.monotonic()
-            events = self._selector.select(limit)
-            waited = time.monotonic() - started
-        finally:
-            self._q_set_waiting(False)
+    def _q_select(self, timeout: float) -> None:
+        """Polls (``timeout`` 0) or waits up to ``timeout`` real seconds in the selector, and
+        queues the I/O callbacks of what became ready. The core measures the time waited."""
+        if timeout > 0:
+            self._q_set_waiting(True)
+            try:
+                if self._q_has_ready():
+                    timeout = 0.0  # queued by another thread before we marked ourselves waiting
+                events = self._selector.select(timeout)
+            finally:
+                self._q_set_waiting(False)
+        else:
+            events = self._selector.select(0)
         self._process_events(events)
-        if self._q_clock == "virtual" and timeout is not None and waited >= timeout:
-            if not events and not self._q_has_ready():
-                deadline = self._q_next_deadline()
-                if deadline is not None:
-                    self._q_move_clock(deadline)
-                    self._q_stalled_since = None
-                    return
-        if watched and not events and not self._q_has_ready() and self._q_stall_budget() <= 0:
-            raise self._q_deadlock_error(potential=True)
 
-    def _q_stall_budget(self) -> float:
-        """Seconds of real time left before the watchdog fires (inf without a watchdog). The
-        count restarts whenever a callback has run since the last look."""
-        ran = self._q_stats()["total_ran"]
-        now = time.monotonic()
-        if ran != self._q_stalled_ran or self._q_stalled_since is None:
-            self._q_stalled_since = now
-            self._q_stalled_ran = ran
-        if self._q_watchdog is None:
-            return math.inf
-        return self._q_stalled_since + self._q_watchdog - now
+    def _q_outside(self) -> OutsideFacts:
+        """What is in flight outside the loop, for the core's clock decision (see
+        :mod:`quiesce._outside`)."""
+        return outside_facts(self)
 
-    def _q_live_threads(self) -> List[threading.Thread]:
-        """Other live threads that could still call ``call_soon_threadsafe``: every thread but
-        this one, minus idle workers of executors this loop used (no job in flight)."""
-        idle_workers: set = set()
-        if self._q_executor_jobs(0) == 0:
-            for executor in list(self._q_executors):
-                idle_workers.update(getattr(executor, "_threads", ()))
-        current = threading.current_thread()
-        return [
-            thread
-            for thread in threading.enumerate()
-            if thread is not current and thread not in idle_workers and thread.is_alive()
-        ]
+    def _q_fail(self, kind: str, when: Optional[float]) -> None:
+        """The core decided the run cannot go on: raise what says why."""
+        if kind == "over_time":
+            limit = self._q_time_limit
+            raise self._q_budget_error(
+                f"{self._q_method}() would move the virtual clock to t={when!r}, past "
+                f"its max_time (t={limit!r})",
+                "a timer keeps being rescheduled (a periodic task or a retry loop)",
+                periodic=True,
+            )
+        if kind == "background":
+            raise self._q_deadlock_error(
+                why=(
+                    "the only pending timers belong to background tasks (quiesce.background), "
+                    "which never count: nothing else can run"
+                ),
+            )
+        raise self._q_deadlock_error(potential=kind == "potential")
 
-    def _q_deadlock(self) -> None:
-        """Nothing is runnable, no timer pending, nothing external in flight. If other threads
-        are alive they might still call ``call_soon_threadsafe``: wait for them (up to the
-        watchdog without progress); otherwise raise :class:`Deadlock`."""
-        threads = self._q_live_threads()
-        if self._q_has_ready():
-            # A thread queued work (call_soon_threadsafe) and maybe exited while we looked.
-            return
-        if threads:
-            if self._q_stall_budget() > 0:
-                self._q_wait(_THREAD_POLL_SECONDS)
-                return
-            raise self._q_deadlock_error(potential=True)
-        raise self._q_deadlock_error()
+    def _q_next_foreground_deadline(self) -> Optional[float]:
+        """The earliest pending timer that does not wake a background task."""
+        from quiesce._report import sleepers_of, timer_owner
+
+        sleepers = sleepers_of(self._q_background)
+        for handle in self._q_timer_handles():
+            if not handle.cancelled() and timer_owner(handle, sleepers) is None:
+                return float(handle.when())
+        return None
 
     def _q_deadlock_error(self, *, potential: bool = False, why: str = "") -> Deadlock:
-        self._q_stalled_since = None
         report = self.report()
         if potential:
-            activity = report.external.lines()
-            waited_for = "; ".join(activity) if activity else "outside activity"
+            waited_for = report.external.summary()
             why = why or (
-                f"nothing has run for {self._q_watchdog:g} s of real time (the loop's watchdog) "
-                f"while the only thing that could wake it is outside the loop ({waited_for}), "
-                "and it has not arrived. Raise the watchdog (watchdog=... of quiesce.Loop, "
-                "quiesce.explore or @pytest.mark.quiesce; None waits forever) if that activity "
-                "is just slow"
+                f"nothing has run for {self._q_watchdog:g} s of real time (the loop's watchdog), "
+                "no timer is pending, and the only thing that could wake the loop is outside it "
+                f"({waited_for}); it has not arrived. Raise the watchdog (watchdog=... of "
+                "quiesce.Loop, quiesce.explore or @pytest.mark.quiesce; None waits forever) if "
+                "that activity is just slow"
             )
         elif not why:
             why = (
                 "no callback is runnable, no timer is pending, and nothing outside the loop "
-                "(I/O, signals, executor jobs, threads) can make one runnable"
+                "(external I/O, signals, executor jobs, running threads) can make one runnable"
             )
+            if report.external.idle_in_process:
+                why += (
+                    "; in-process sockets and parked threads (listed below) can only be woken "
+                    "by this loop"
+                )
         kind = "potential deadlock" if potential else "deadlock"
-        header = f"{kind.capitalize()} at loop time {self.time()!r}: {why}."
+        header = f"{kind.capitalize()} at loop time {time_text(self.time())}: {why}."
         pending = [task.task for task in report.pending_tasks if task.task is not None]
         if not pending:
             header += (
@@ -636,34 +633,6 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 "loop, so it would wait forever."
             )
         return Deadlock(f"{header}\n\n{report}", pending, report=report, kind=kind)
-
-    def _q_before_jump(self, when: float) -> bool:
-        """Called before an automatic jump of the virtual clock (while background tasks exist,
-        and during :meth:`run_until_idle`). Returns False to stop instead of jumping."""
-        limit = self._q_time_limit
-        if limit is not None and when > limit:
-            raise self._q_budget_error(
-                f"{self._q_idle_method}() would move the virtual clock to t={when!r}, past "
-                f"its max_time (t={limit!r})",
-                "a timer keeps being rescheduled (a periodic task or a retry loop)",
-                periodic=True,
-            )
-        if self._q_background and self._q_only_background_timers():
-            if self._q_until_idle:
-                return False
-            raise self._q_deadlock_error(
-                why=(
-                    "the only pending timers belong to background tasks (quiesce.background), "
-                    "which never count: nothing else can run"
-                ),
-            )
-        return True
-
-    def _q_only_background_timers(self) -> bool:
-        from quiesce._report import sleepers_of, timer_owner
-
-        sleepers = sleepers_of(self._q_background)
-        return all(timer_owner(handle, sleepers) is not None for handle in self._q_timer_handles())
 
     def _q_wake_idle_waiters(self) -> None:
         """Every other task is blocked: resume the ``wait_all_tasks_blocked()`` callers."""
@@ -679,7 +648,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             return
         ran = self._q_ran()
         raise self._q_budget_error(
-            f"the loop ran {ran} callbacks at loop time {self.time()!r} without becoming "
+            f"the loop ran {ran} callbacks at loop time {time_text(self.time())} without becoming "
             "blocked (its max_steps)",
             "a task never waits on anything durable, for example "
             "'while True: await asyncio.sleep(0)'",

@@ -19,6 +19,8 @@ import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
 
+from quiesce._errors import time_text
+from quiesce._outside import ThreadState, WatchedDescriptor, thread_states, watched_descriptors
 from quiesce._tasks_report import (
     _await_chain,
     _natural_key,
@@ -76,42 +78,102 @@ class TimerReport:
 
 @dataclass(frozen=True)
 class ExternalActivity:
-    """What outside the loop could still make a callback runnable."""
+    """What outside the loop could still make a callback runnable, what of it holds the virtual
+    clock, and what the clock did meanwhile."""
 
     #: ``run_in_executor`` jobs (and ``to_thread`` calls) whose result has not arrived.
     executor_jobs: int = 0
-    #: Watched file descriptors (readers and writers), besides the loop's own wake-up pipe.
-    watched_fds: Tuple[str, ...] = ()
+    #: Watched file descriptors (readers and writers), besides the loop's own wake-up socket,
+    #: each classified as in-process (idle) or external (holds the clock).
+    descriptors: Tuple[WatchedDescriptor, ...] = ()
     #: Signals with a handler installed by ``loop.add_signal_handler``.
     signals: Tuple[str, ...] = ()
-    #: Other live threads that might still call ``call_soon_threadsafe``.
-    threads: Tuple[str, ...] = ()
+    #: Other live threads that might still call ``call_soon_threadsafe``, with their state.
+    threads: Tuple[ThreadState, ...] = ()
     #: Child processes whose exit has not been delivered yet (``pid N``).
     child_processes: Tuple[str, ...] = ()
+    #: Virtual seconds the clock followed real time while the loop waited for outside activity.
+    real_pace: float = 0.0
+    #: Automatic jumps of the virtual clock to a timer.
+    jumps: int = 0
+
+    @property
+    def watched_fds(self) -> Tuple[str, ...]:
+        """Each watched descriptor, as text."""
+        return tuple(str(descriptor) for descriptor in self.descriptors)
+
+    @property
+    def holds_clock(self) -> bool:
+        """Whether something here holds the virtual clock at real pace."""
+        return bool(
+            self.executor_jobs
+            or self.child_processes
+            or self.signals
+            or any(not descriptor.in_process for descriptor in self.descriptors)
+            or any(thread.holds_clock for thread in self.threads)
+        )
+
+    @property
+    def idle_in_process(self) -> Tuple[str, ...]:
+        """In-process sockets with nothing in flight and parked threads: they can only be
+        woken by this loop."""
+        return tuple(str(d) for d in self.descriptors if d.in_process) + tuple(
+            str(thread) for thread in self.threads if thread.state == "parked"
+        )
 
     def __bool__(self) -> bool:
         return bool(
             self.executor_jobs
-            or self.watched_fds
+            or self.descriptors
             or self.signals
             or self.threads
             or self.child_processes
         )
 
+    def summary(self) -> str:
+        """One line: what could still wake the loop (in-process, idle things left out)."""
+        parts = []
+        if self.executor_jobs:
+            parts.append(f"executor jobs in flight: {self.executor_jobs}")
+        if self.child_processes:
+            parts.append("child processes running: " + ", ".join(self.child_processes))
+        parts.extend(
+            f"fd {d.fd} ({d.kind}{' to ' + d.peer if d.peer else ''})"
+            for d in self.descriptors
+            if not d.in_process
+        )
+        if self.signals:
+            parts.append("signal handlers: " + ", ".join(self.signals))
+        parts.extend(
+            f"thread {thread.name!r} ({thread.state})"
+            for thread in self.threads
+            if thread.state != "parked" and not thread.background
+        )
+        return "; ".join(parts) or "outside activity"
+
     def lines(self) -> List[str]:
-        """One line per kind of activity in flight."""
+        """The report's lines about outside activity (indented items under their heading)."""
         out = []
         if self.executor_jobs:
             out.append(f"executor jobs in flight: {self.executor_jobs}")
         if self.child_processes:
             out.append("child processes running: " + ", ".join(self.child_processes))
-        if self.watched_fds:
-            out.append("watched file descriptors: " + ", ".join(self.watched_fds))
+        if self.descriptors:
+            out.append("watched file descriptors:")
+            out.extend(f"  {descriptor}" for descriptor in self.descriptors)
         if self.signals:
             out.append("signal handlers: " + ", ".join(self.signals))
         if self.threads:
-            out.append("other live threads: " + ", ".join(self.threads))
+            out.append("other threads:")
+            out.extend(f"  {thread}" for thread in self.threads)
         return out
+
+    def clock_line(self) -> str:
+        """What the virtual clock did: how long it followed real time, how often it jumped."""
+        return (
+            f"clock: followed real time for {self.real_pace:.3f} s while waiting for outside "
+            f"activity; jumped to a timer {self.jumps} time(s)"
+        )
 
 
 @dataclass(frozen=True)
@@ -136,7 +198,7 @@ class Report:
 
     def __str__(self) -> str:
         out = [
-            f"quiesce report at loop time {self.time!r} ({self.clock} clock): "
+            f"quiesce report at loop time {time_text(self.time)} ({self.clock} clock): "
             f"{len(self.pending_tasks)} pending task(s), {self.runnable_callbacks} runnable "
             f"callback(s), {len(self.timers)} pending timer(s)"
         ]
@@ -159,6 +221,8 @@ class Report:
             out.extend(f"  {line}" for line in external)
         else:
             out.append("external activity in flight: none")
+        if self.clock == "virtual" and (self.external.real_pace or self.external.holds_clock):
+            out.append(self.external.clock_line())
         return "\n".join(out)
 
 
@@ -345,33 +409,18 @@ def _ready_callbacks(loop: Loop) -> List[Any]:
 
 
 def external_activity(loop: Loop) -> ExternalActivity:
-    """The external activity in flight on ``loop``."""
-    fds: List[str] = []
-    selector = getattr(loop, "_selector", None)
-    own = getattr(getattr(loop, "_ssock", None), "fileno", lambda: -1)()
-    try:
-        keys = list(selector.get_map().values()) if selector is not None else []
-    except Exception:
-        keys = []
-    for key in keys:
-        if key.fd == own:
-            continue
-        reader, writer = key.data if isinstance(key.data, tuple) else (None, None)
-        kinds = [
-            kind
-            for kind, handle in (("read", reader), ("write", writer))
-            if handle is not None and not handle.cancelled()
-        ]
-        fds.append(f"fd {key.fd} ({'/'.join(kinds) or 'registered'})")
+    """The outside activity on ``loop`` now (see :mod:`quiesce._outside`)."""
     signals = tuple(
         f"signal {number}" for number in sorted(getattr(loop, "_signal_handlers", {}) or {})
     )
-    threads = loop._q_live_threads()
     children = [transport for transport in list(loop._q_children)]
+    stats = loop._q_stats()
     return ExternalActivity(
         executor_jobs=loop._q_executor_jobs(0) - len(children),
         child_processes=tuple(f"pid {transport.get_pid()}" for transport in children),
-        watched_fds=tuple(fds),
+        descriptors=tuple(watched_descriptors(loop)),
         signals=signals,
-        threads=tuple(repr(thread.name) for thread in threads),
+        threads=tuple(thread_states(loop)),
+        real_pace=float(stats["real_pace"]),
+        jumps=int(stats["jumps"]),
     )

@@ -2,7 +2,7 @@
 //!
 //! This crate knows nothing about Python. It owns what decides *what runs next and when*:
 //! the ready queue and its [`Policy`], the timer queue, the virtual clock and the
-//! run-until-blocked state machine. The binding crate stores Python handles in it as opaque
+//! clock decision (what an idle turn does). The binding crate stores Python handles in it as opaque
 //! payloads.
 //!
 //! Determinism promise: given the same sequence of calls (pushes, timer inserts and cancels,
@@ -10,14 +10,14 @@
 //! No decision depends on addresses, hash order or wall-clock time.
 
 pub mod clock;
-pub mod plan;
+pub mod idle;
 pub mod policy;
 pub mod ready;
 pub mod schedule;
 pub mod timers;
 
 pub use clock::{validate_duration, ClockKind, DurationError, VirtualClock};
-pub use plan::{plan_idle, IdleAction, RunMode};
+pub use idle::{decide, Action, DeadlockKind, Facts, IdleState, Outside, Pace, RunMode};
 pub use policy::{Chooser, Decision, DecisionKind, Mismatch, Owner, Policy, FRESH_OWNER, PLAIN_OWNER};
 pub use ready::{permute_ties, LaneKey, ReadyQueue, PLAIN_LANE};
 pub use schedule::{next_bounded, Schedule, ScheduleError};
@@ -172,12 +172,6 @@ impl<T> Scheduler<T> {
         self.ready.chooser_mut().set_time(now);
     }
 
-    /// Decides an idle turn (see [`plan_idle`]).
-    pub fn plan_idle(&mut self, mode: RunMode, now: f64, external: bool) -> IdleAction {
-        let next = self.next_deadline();
-        plan_idle(mode, self.clock_kind, now, next, external)
-    }
-
     /// Removes every ready entry, in queue order.
     pub fn pop_all_ready(&mut self) -> Vec<T> {
         self.ready.drain()
@@ -209,11 +203,11 @@ mod tests {
         assert_eq!(s.release_due(1.5, true), 1);
         let order: Vec<_> = std::iter::from_fn(|| s.pop_ready()).collect();
         assert_eq!(order, vec!["ready", "early"]);
-        assert_eq!(s.plan_idle(RunMode::Forever, 1.5, false), IdleAction::JumpTo(2.0));
+        assert_eq!(s.next_deadline(), Some(2.0));
         s.move_clock_to(2.0);
         assert_eq!(s.release_due(s.virtual_now(), true), 1);
         assert_eq!(s.pop_ready(), Some("late"));
-        assert_eq!(s.plan_idle(RunMode::Forever, 2.0, false), IdleAction::Deadlock);
+        assert_eq!(s.next_deadline(), None);
     }
 
     fn fire_order(policy: Policy) -> (Vec<&'static str>, Vec<Decision>) {

@@ -5,25 +5,25 @@
 //! `BaseEventLoop.run_forever` calls our `_run_once` once per turn. Everything that is not
 //! scheduling (transports, sockets, subprocesses, signals, executors) stays asyncio's own.
 //!
-//! Hooks into the Python half (all prefixed `_q_`, all off the hot path): `_q_poll` and
-//! `_q_wait` (selector I/O), `_q_deadlock` (report, or wait for live threads that could still
-//! call `call_soon_threadsafe`) and `_q_budget_exceeded` (raise the reports),
-//! `_q_callback_error` (format and forward a callback's exception to the handler).
+//! The turn itself, and the idle decision it carries out, live in [`crate::turn`]. Hooks into
+//! the Python half (all prefixed `_q_`, all off the hot path): `_q_select` (selector I/O),
+//! `_q_outside` (what is in flight outside the loop), `_q_fail` and `_q_budget_exceeded`
+//! (raise the reports), `_q_wake_idle_waiters`, `_q_trace`, and `_q_callback_error` (format
+//! and forward a callback's exception to the handler).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
-#[cfg(not(feature = "abi3"))]
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use quiesce_core::{
-    next_bounded, validate_duration, ClockKind, DecisionKind, IdleAction, Owner, Placement, Policy, RunMode, Schedule,
+    next_bounded, validate_duration, ClockKind, DecisionKind, IdleState, Owner, Placement, Policy, RunMode, Schedule,
     Scheduler, TimerId, FRESH_OWNER,
 };
 use rustc_hash::FxHashMap;
@@ -34,10 +34,10 @@ use crate::handle::{Args, Handle, TimerHandle};
 /// An entry of the ready queue or the timer queue: one of our `Handle`s (made by `call_soon`
 /// or `call_at`), or an `asyncio.Handle` that asyncio's own code handed to `_add_callback`
 /// (I/O callbacks). One pointer, told apart by type when it runs.
-pub struct Ready(Py<PyAny>);
+pub struct Ready(pub(crate) Py<PyAny>);
 
 impl Ready {
-    fn object(&self, py: Python<'_>) -> Py<PyAny> {
+    pub(crate) fn object(&self, py: Python<'_>) -> Py<PyAny> {
         self.0.clone_ref(py)
     }
 
@@ -46,16 +46,29 @@ impl Ready {
     }
 }
 
-struct State {
-    scheduler: Scheduler<Ready>,
-    mode: RunMode,
-    /// Callbacks run since the mode was last set.
-    ran: u64,
+pub(crate) struct State {
+    pub(crate) scheduler: Scheduler<Ready>,
+    pub(crate) mode: RunMode,
+    /// Callbacks run since the mode was last set (in `advance`, since the last instant).
+    pub(crate) ran: u64,
     /// Callbacks run since the loop was made.
-    total_ran: u64,
-    /// Limit on `ran` in `RunMode::UntilBlocked`.
-    max_steps: Option<u64>,
-    executor_jobs: u64,
+    pub(crate) total_ran: u64,
+    /// Limit on `ran`, whatever the mode.
+    pub(crate) max_steps: Option<u64>,
+    /// A loop time the virtual clock may not pass in this drive (`run_until_idle`'s `max_time`).
+    pub(crate) time_limit: Option<f64>,
+    /// Executor jobs in flight and child processes still running (each counted once).
+    pub(crate) executor_jobs: u64,
+    /// What the idle decision keeps between turns.
+    pub(crate) idle: IdleState,
+    /// Real seconds to wait for outside activity alone (`Loop(watchdog=)`; None: forever).
+    pub(crate) watchdog: Option<f64>,
+    /// Real seconds of quiet after which external sockets stop holding the clock.
+    pub(crate) io_grace: Option<f64>,
+    /// Virtual seconds a turn of a loop that never blocks is worth (None: nothing).
+    pub(crate) turn_time: Option<f64>,
+    /// `loop.time` is replaced by a clock that did not follow a jump of the core's.
+    pub(crate) replaced_ignores_jumps: bool,
     /// `time.get_clock_info('monotonic').resolution`: stock's slack for "due" on the real clock.
     clock_resolution: f64,
     /// The selector's fd -> key map (its length tells how many fds are watched).
@@ -73,20 +86,23 @@ struct State {
 }
 
 impl State {
-    fn due_deadline(&self, now: f64) -> (f64, bool) {
+    /// Which timers are due at loop time `now`: on the virtual clock exactly those at or before
+    /// it; on the real clock, or with a replaced `time`, stock's rule (before `now` plus the
+    /// clock's resolution).
+    fn due_deadline(&self, now: f64, replaced: bool) -> (f64, bool) {
         match self.scheduler.clock_kind() {
-            ClockKind::Virtual => (now, true),
-            ClockKind::Real => (now + self.clock_resolution, false),
+            ClockKind::Virtual if !replaced => (now, true),
+            _ => (now + self.clock_resolution, false),
         }
     }
 
-    fn has_due(&mut self, now: f64) -> bool {
-        let (deadline, inclusive) = self.due_deadline(now);
+    pub(crate) fn has_due(&mut self, now: f64, replaced: bool) -> bool {
+        let (deadline, inclusive) = self.due_deadline(now, replaced);
         self.scheduler.next_deadline().is_some_and(|when| if inclusive { when <= deadline } else { when < deadline })
     }
 
-    fn release_due(&mut self, now: f64) {
-        let (deadline, inclusive) = self.due_deadline(now);
+    pub(crate) fn release_due(&mut self, now: f64, replaced: bool) {
+        let (deadline, inclusive) = self.due_deadline(now, replaced);
         self.scheduler.release_due(deadline, inclusive);
     }
 }
@@ -98,16 +114,23 @@ pub struct CoreLoop {
     /// The loop is (about to be) blocked in the selector: other threads must wake it.
     waiting: AtomicBool,
     /// Some coroutine awaits `quiesce.wait_all_tasks_blocked()`: wake it instead of idling.
-    idle_waiters: AtomicBool,
-    /// Call `_q_before_jump(when)` before each automatic clock jump (background tasks exist).
-    jump_hook: AtomicBool,
+    pub(crate) idle_waiters: AtomicBool,
+    /// Background tasks may be pending: the idle decision asks `_q_outside` for the earliest
+    /// timer that is not theirs. Cleared by the idle turn once none is left.
+    pub(crate) has_background: AtomicBool,
+    /// `loop.time` is replaced (patched on the instance, or overridden or patched on the class):
+    /// the loop time is whatever it returns, as in stock asyncio. Kept up to date by
+    /// `__setattr__`/`__delattr__`.
+    pub(crate) time_replaced: AtomicBool,
+    /// `== !policy.is_fifo()`: entries carry their lane.
     uses_lanes: AtomicBool,
     /// The policy keeps per-task state (PCT): entries carry their task's owner id.
     uses_owners: AtomicBool,
     /// Call `_q_trace(entry)` before running each entry (the determinism self-check).
-    trace: AtomicBool,
+    pub(crate) trace: AtomicBool,
+    /// `== (clock kind == Real)`.
     real_clock: AtomicBool,
-    stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
 }
@@ -286,7 +309,7 @@ fn is_plain_function(_callback: &Bound<'_, PyAny>) -> bool {
     false
 }
 
-fn monotonic(py: Python<'_>) -> PyResult<f64> {
+pub(crate) fn monotonic(py: Python<'_>) -> PyResult<f64> {
     static MONOTONIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     asyncio_type(py, &MONOTONIC, "time:monotonic")?.call0()?.extract()
 }
@@ -298,7 +321,36 @@ fn check_when(value: f64, name: &str) -> PyResult<f64> {
     Ok(value)
 }
 
+/// `object.__setattr__(obj, name, value)`, or `object.__delattr__(obj, name)` for `None`.
+fn generic_setattr(
+    obj: &Bound<'_, CoreLoop>,
+    name: &Bound<'_, PyString>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let value = value.map_or(std::ptr::null_mut(), |value| value.as_ptr());
+    // SAFETY: the GIL is held and `obj` and `name` are live objects; `value` is a live object or
+    // NULL, which `PyObject_GenericSetAttr` documents as a deletion. It only borrows them.
+    let status = unsafe { ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) };
+    if status < 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    Ok(())
+}
+
 impl CoreLoop {
+    /// An attribute was set or deleted: keep `time_replaced` true to the instance and class.
+    fn noticed(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        let py = slf.py();
+        if name.is(intern!(py, "time")) || name.is(intern!(py, "_thread_id")) {
+            return CoreLoop::update_time_replaced(slf);
+        }
+        let name = name.to_cow()?;
+        if name == "time" || name == "_thread_id" {
+            return CoreLoop::update_time_replaced(slf);
+        }
+        Ok(())
+    }
+
     /// The PCT owner id of `task`, assigned in the order tasks are first seen (deterministic).
     fn owner_of(&self, task: &Bound<'_, PyAny>) -> PyResult<Owner> {
         let py = task.py();
@@ -336,20 +388,52 @@ impl CoreLoop {
         })
     }
 
-    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> R) -> PyResult<R> {
+    pub(crate) fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> R) -> PyResult<R> {
         self.state.with(py, f)
     }
 
-    fn is_real_clock(&self) -> bool {
+    pub(crate) fn is_real_clock(&self) -> bool {
         self.real_clock.load(Ordering::Relaxed)
     }
 
+    /// The core's clock: virtual seconds, or `time.monotonic()`.
     fn now(&self, py: Python<'_>) -> PyResult<f64> {
         if self.is_real_clock() {
             monotonic(py)
         } else {
             self.with(py, |s| s.scheduler.virtual_now())
         }
+    }
+
+    /// The loop time: `loop.time()` if it is replaced, else the core's clock (no Python call).
+    pub(crate) fn loop_time(&self, slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if self.time_replaced.load(Ordering::Relaxed) {
+            let now: f64 = slf.call_method0(intern!(slf.py(), "time"))?.extract()?;
+            return check_when(now, "loop.time()");
+        }
+        self.now(slf.py())
+    }
+
+    /// Whether `time` is replaced on the instance or the class (see `time_replaced`).
+    fn update_time_replaced(slf: &Bound<'_, Self>) -> PyResult<()> {
+        static OWN_TIME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let py = slf.py();
+        let own =
+            OWN_TIME.get_or_try_init(py, || Ok::<_, PyErr>(py.get_type::<CoreLoop>().getattr("time")?.unbind()))?;
+        let on_class = !slf.get_type().getattr(intern!(py, "time"))?.is(own.bind(py));
+        let on_instance = match slf.getattr(intern!(py, "__dict__")) {
+            Ok(dict) => {
+                dict.cast_into::<PyDict>().is_ok_and(|dict| dict.contains(intern!(py, "time")).unwrap_or(false))
+            }
+            Err(_) => false,
+        };
+        let this = slf.get();
+        let replaced = on_class || on_instance;
+        if this.time_replaced.swap(replaced, Ordering::Relaxed) != replaced || replaced {
+            // A new clock: see again whether it follows the loop's.
+            this.with(py, |s| s.replaced_ignores_jumps = false)?;
+        }
+        Ok(())
     }
 
     /// Stock checks `call_soon` and friends make, plus one stock makes only in debug mode (a
@@ -454,69 +538,12 @@ impl CoreLoop {
 
     /// Number of watched file descriptors besides the loop's own self-pipe, and whether signal
     /// handlers are installed.
-    fn watched(&self, py: Python<'_>) -> PyResult<(usize, bool)> {
+    pub(crate) fn watched(&self, py: Python<'_>) -> PyResult<(usize, bool)> {
         self.with(py, |s| {
             let fds = s.fd_map.as_ref().map_or(0, |map| map.bind(py).len().saturating_sub(1));
             let signals = s.signal_handlers.as_ref().is_some_and(|handlers| !handlers.bind(py).is_empty());
             (fds, signals)
         })
-    }
-
-    /// Is outside activity in flight that will make a callback runnable (executor jobs
-    /// running, file descriptors or signals watched)? Other live threads are not counted here:
-    /// they cannot stop the virtual clock, and only `_q_deadlock` waits for them before
-    /// reporting. (Thread-safe work needs no count: it lands in the ready queue at once.)
-    fn external_activity(&self, py: Python<'_>) -> PyResult<bool> {
-        let (fds, signals) = self.watched(py)?;
-        let jobs = self.with(py, |s| s.executor_jobs)?;
-        Ok(fds > 0 || signals || jobs > 0)
-    }
-
-    fn idle_turn(&self, slf: &Bound<'_, Self>, now: f64) -> PyResult<()> {
-        let py = slf.py();
-        let mode = self.with(py, |s| s.mode)?;
-        if !mode.waits_when_idle() {
-            self.stopping.store(true, Ordering::Relaxed);
-            return Ok(());
-        }
-        let external = self.external_activity(py)?;
-        match self.with(py, |s| s.scheduler.plan_idle(mode, now, external))? {
-            IdleAction::Return => self.stopping.store(true, Ordering::Relaxed),
-            IdleAction::JumpTo(when) => {
-                // The hook may raise (Deadlock: only background tasks' timers are left; or a
-                // time budget ran out) or say to stop here instead of jumping.
-                if self.jump_hook.load(Ordering::Relaxed)
-                    && !slf.call_method1(intern!(py, "_q_before_jump"), (when,))?.is_truthy()?
-                {
-                    self.stopping.store(true, Ordering::Relaxed);
-                } else {
-                    self.with(py, |s| s.scheduler.move_clock_to(when))?
-                }
-            }
-            IdleAction::WaitReal(timeout) => {
-                slf.call_method1(intern!(py, "_q_wait"), (timeout,))?;
-            }
-            IdleAction::Deadlock => {
-                slf.call_method0(intern!(py, "_q_deadlock"))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn dispatch(py: Python<'_>, entry: &Ready) -> PyResult<bool> {
-        let object = entry.0.bind(py);
-        if let Ok(handle) = object.cast::<Handle>() {
-            if handle.get().is_cancelled() {
-                return Ok(false);
-            }
-            Handle::run(handle)?;
-        } else {
-            if object.getattr(intern!(py, "_cancelled"))?.is_truthy()? {
-                return Ok(false);
-            }
-            object.call_method0(intern!(py, "_run"))?;
-        }
-        Ok(true)
     }
 }
 
@@ -532,7 +559,13 @@ impl CoreLoop {
                 ran: 0,
                 total_ran: 0,
                 max_steps: None,
+                time_limit: None,
                 executor_jobs: 0,
+                idle: IdleState::new(),
+                watchdog: Some(60.0),
+                io_grace: None,
+                turn_time: None,
+                replaced_ignores_jumps: false,
                 clock_resolution: 1e-9,
                 fd_map: None,
                 signal_handlers: None,
@@ -542,7 +575,8 @@ impl CoreLoop {
             }),
             waiting: AtomicBool::new(false),
             idle_waiters: AtomicBool::new(false),
-            jump_hook: AtomicBool::new(false),
+            has_background: AtomicBool::new(false),
+            time_replaced: AtomicBool::new(false),
             uses_lanes: AtomicBool::new(false),
             uses_owners: AtomicBool::new(false),
             trace: AtomicBool::new(false),
@@ -555,13 +589,13 @@ impl CoreLoop {
         }
     }
 
-    /// Sets the policy and clock; only before anything is scheduled. `policy` is "fifo",
-    /// "random" or "pct" (both need `seed`), or "replay" (needs `schedule`).
-    #[pyo3(signature = (policy, seed, depth, horizon, schedule, clock, clock_resolution))]
+    /// Sets the policy, the clock and the idle decision's settings; only before anything is
+    /// scheduled. `policy` is "fifo", "random" or "pct" (both need `seed`), or "replay" (needs
+    /// `schedule`). The Python layer has validated every value.
+    #[pyo3(signature = (policy, seed, depth, horizon, schedule, clock, clock_resolution, watchdog, io_grace, turn_time))]
     #[allow(clippy::too_many_arguments)]
     fn _q_configure(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         policy: &str,
         seed: Option<u64>,
         depth: u32,
@@ -569,7 +603,12 @@ impl CoreLoop {
         schedule: Option<&str>,
         clock: &str,
         clock_resolution: f64,
+        watchdog: Option<f64>,
+        io_grace: Option<f64>,
+        turn_time: Option<f64>,
     ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let kind = ClockKind::parse(clock)
             .ok_or_else(|| PyValueError::new_err(format!("clock must be 'virtual' or 'real', got {clock:?}")))?;
         let seed_for =
@@ -590,16 +629,20 @@ impl CoreLoop {
         };
         let lanes = !policy.is_fifo();
         let owners = matches!(policy, Policy::Pct { .. });
-        let replaced = self.with(py, |s| {
+        let replaced = this.with(py, |s| {
             s.clock_resolution = clock_resolution;
+            s.watchdog = watchdog;
+            s.io_grace = io_grace;
+            s.turn_time = turn_time;
             let owners = std::mem::take(&mut s.task_owners);
             (std::mem::replace(&mut s.scheduler, Scheduler::new(kind, policy)).drain(), owners)
         })?;
         drop(replaced);
-        self.uses_lanes.store(lanes, Ordering::Relaxed);
-        self.uses_owners.store(owners, Ordering::Relaxed);
-        self.real_clock.store(kind == ClockKind::Real, Ordering::Relaxed);
-        Ok(())
+        this.uses_lanes.store(lanes, Ordering::Relaxed);
+        this.uses_owners.store(owners, Ordering::Relaxed);
+        this.real_clock.store(kind == ClockKind::Real, Ordering::Relaxed);
+        // A subclass may override `time`.
+        CoreLoop::update_time_replaced(slf)
     }
 
     /// Whether a fault point with firing `probability` fires (always False under FIFO). The
@@ -769,9 +812,8 @@ impl CoreLoop {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let py = slf.py();
         let this = slf.get();
-        let when = check_when(this.now(py)? + check_when(delay, "delay")?, "delay")?;
+        let when = check_when(this.loop_time(slf)? + check_when(delay, "delay")?, "delay")?;
         this.schedule_at(slf, when, callback, args, context, "call_later")
     }
 
@@ -859,100 +901,71 @@ impl CoreLoop {
         Ok(())
     }
 
-    /// One turn: poll I/O (or handle an idle turn: return, jump the
-    /// virtual clock, wait in real time, or report a deadlock), release due timers, then run
-    /// the callbacks that were ready at that point (one, in step mode).
+    /// One turn (see [`crate::turn`]): poll I/O, or carry out the idle decision when nothing is
+    /// runnable; release the due timers; run the callbacks that were ready at that point.
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mode = this.with(py, |s| s.mode)?;
-        let (fds, signals) = this.watched(py)?;
-        if fds > 0 || signals {
-            slf.call_method1(intern!(py, "_q_poll"), (0.0f64,))?;
-        }
-        let mut now = this.now(py)?;
-        let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now)))?;
-        if !has_ready && !due && !this.stopping.load(Ordering::Relaxed) {
-            if this.idle_waiters.swap(false, Ordering::Relaxed) {
-                // Everything else is blocked: that is what those coroutines wait for.
-                slf.call_method0(intern!(py, "_q_wake_idle_waiters"))?;
-            } else {
-                this.idle_turn(slf, now)?;
-            }
-            // The idle turn may have waited or moved the clock.
-            now = this.now(py)?;
-        }
-        let todo = this.with(py, |s| {
-            s.release_due(now);
-            s.scheduler.ready().len()
-        })?;
-        let mut remaining = if mode == RunMode::Step { 1 } else { todo };
-        let mut popped = 0;
-        while remaining > 0 && popped < todo {
-            let (entry, over_budget) = this.with(py, |s| {
-                let over = s.mode.budgeted() && s.max_steps.is_some_and(|max| s.ran >= max);
-                if over {
-                    (None, true)
-                } else {
-                    // What this entry schedules while it runs belongs to its step.
-                    s.scheduler.begin_step();
-                    (s.scheduler.pop_ready(), false)
-                }
-            })?;
-            if over_budget {
-                // Raises, unless everything left is cancelled (then it is dropped).
-                slf.call_method0(intern!(py, "_q_budget_exceeded"))?;
-                break;
-            }
-            let Some(entry) = entry else { break };
-            popped += 1;
-            if this.trace.load(Ordering::Relaxed) {
-                slf.call_method1(intern!(py, "_q_trace"), (entry.object(py),))?;
-            }
-            if CoreLoop::dispatch(py, &entry)? {
-                remaining -= 1;
-                this.with(py, |s| {
-                    s.ran += 1;
-                    s.total_ran += 1;
-                })?;
-            }
-        }
-        if mode == RunMode::Step {
-            this.stopping.store(true, Ordering::Relaxed);
-        }
-        Ok(())
+        CoreLoop::run_once(slf)
     }
 
-    /// Sets how the next `run_forever` behaves: "forever", "until_blocked", "step" or
-    /// "until_idle".
-    #[pyo3(signature = (mode, max_steps = None))]
-    fn _q_set_mode(&self, py: Python<'_>, mode: &str, max_steps: Option<u64>) -> PyResult<()> {
-        let mode = match mode {
-            "forever" => RunMode::Forever,
-            "until_blocked" => RunMode::UntilBlocked,
-            "step" => RunMode::Step,
-            "until_idle" => RunMode::UntilIdle,
-            other => return Err(PyValueError::new_err(format!("unknown run mode {other:?}"))),
+    /// Sets an attribute as `object.__setattr__` does, and notices a replaced `time` (and, when
+    /// `run_forever` sets `_thread_id` as it starts, a `time` patched on the class since).
+    fn __setattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        generic_setattr(slf, name, Some(value))?;
+        CoreLoop::noticed(slf, name)
+    }
+
+    /// Deletes an attribute as `object.__delattr__` does (a patch of `time` being undone).
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        generic_setattr(slf, name, None)?;
+        CoreLoop::noticed(slf, name)
+    }
+
+    /// Sets how the next `run_forever` behaves: "forever", "until_blocked", "step",
+    /// "until_idle" or "advance" (to loop time `target`), within `max_steps` callbacks and, for
+    /// the virtual clock, up to loop time `time_limit`. The watchdog's count starts afresh.
+    #[pyo3(signature = (mode, max_steps = None, target = None, time_limit = None))]
+    fn _q_set_mode(
+        &self,
+        py: Python<'_>,
+        mode: &str,
+        max_steps: Option<u64>,
+        target: Option<f64>,
+        time_limit: Option<f64>,
+    ) -> PyResult<()> {
+        let mode = match (mode, target) {
+            ("forever", None) => RunMode::Forever,
+            ("until_blocked", None) => RunMode::UntilBlocked,
+            ("step", None) => RunMode::Step,
+            ("until_idle", None) => RunMode::UntilIdle,
+            ("advance", Some(target)) => RunMode::Advance { target: check_when(target, "target")? },
+            (other, target) => {
+                return Err(PyValueError::new_err(format!("unknown run mode {other:?} (target {target:?})")))
+            }
         };
         self.with(py, |s| {
             s.mode = mode;
             s.max_steps = max_steps;
+            s.time_limit = time_limit;
             s.ran = 0;
+            s.idle.reset_stall();
         })
     }
 
     /// Whether settling would run nothing: nothing ready, no timer due, and no file
     /// descriptor or signal to poll. O(1) whatever the number of tasks.
-    fn _q_settled(&self, py: Python<'_>) -> PyResult<bool> {
-        if self.idle_waiters.load(Ordering::Relaxed) {
+    fn _q_settled(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.idle_waiters.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let (fds, signals) = self.watched(py)?;
+        let (fds, signals) = this.watched(py)?;
         if fds > 0 || signals {
             return Ok(false);
         }
-        let now = self.now(py)?;
-        self.with(py, |s| s.scheduler.ready().is_empty() && !s.has_due(now))
+        let now = this.loop_time(slf)?;
+        let replaced = this.time_replaced.load(Ordering::Relaxed);
+        this.with(py, |s| s.scheduler.ready().is_empty() && !s.has_due(now, replaced))
     }
 
     /// Callbacks run since the mode was last set.
@@ -989,9 +1002,9 @@ impl CoreLoop {
         self.idle_waiters.store(waiting, Ordering::Relaxed);
     }
 
-    /// Turns the `_q_before_jump` hook on or off.
-    fn _q_set_jump_hook(&self, on: bool) {
-        self.jump_hook.store(on, Ordering::Relaxed);
+    /// Says that background tasks may be pending (`quiesce.background`).
+    fn _q_set_background(&self) {
+        self.has_background.store(true, Ordering::Relaxed);
     }
 
     /// Marks the loop as blocked in the selector (threadsafe callers must then wake it).
@@ -1038,7 +1051,7 @@ impl CoreLoop {
 
     /// Counters for tests and reports.
     fn _q_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (ready, timers, heap, choices, ran, total, jobs) = self.with(py, |s| {
+        let (ready, timers, heap, choices, ran, total, jobs, idle) = self.with(py, |s| {
             (
                 s.scheduler.ready().len(),
                 s.scheduler.timers().len(),
@@ -1047,6 +1060,7 @@ impl CoreLoop {
                 s.ran,
                 s.total_ran,
                 s.executor_jobs,
+                s.idle.clone(),
             )
         })?;
         let stats = PyDict::new(py);
@@ -1057,6 +1071,9 @@ impl CoreLoop {
         stats.set_item("ran", ran)?;
         stats.set_item("total_ran", total)?;
         stats.set_item("executor_jobs", jobs)?;
+        stats.set_item("jumps", idle.jumps)?;
+        stats.set_item("busy_jumps", idle.busy_jumps)?;
+        stats.set_item("real_pace", idle.real_pace)?;
         Ok(stats)
     }
 

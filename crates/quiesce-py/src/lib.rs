@@ -5,6 +5,8 @@ mod core_loop;
 mod fast_call;
 mod gil_cell;
 mod handle;
+mod thread_calls;
+mod turn;
 
 use pyo3::prelude::*;
 
@@ -17,6 +19,10 @@ mod _core {
     use crate::core_loop::CoreLoop;
     #[pymodule_export]
     use crate::handle::{Handle, TimerHandle};
+    #[pymodule_export]
+    use crate::thread_calls::thread_system_calls;
+    #[pymodule_export]
+    use crate::turn::OutsideFacts;
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
