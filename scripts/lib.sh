@@ -54,13 +54,21 @@ build_wheels() {
     "$tools/bin/maturin" build --release --locked -o dist "${interpreter_args[@]}"
 }
 
-# venv_with_wheel PYTHON: .venvs/cpXY with pytest and this build's wheel; prints its path.
+# venv_with_wheel PYTHON: .venvs/cpXY with the test dependencies (tests/requirements/cpXY.txt:
+# pytest and the real libraries the suite runs against) and this build's wheel; prints its path.
 venv_with_wheel() {
-    local py=$1 tag venv
+    local py=$1 tag venv requirements
     tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
     venv=.venvs/$tag
+    requirements=tests/requirements/$tag.txt
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" >&2
-    "$venv/bin/pip" install -q "pytest==$PYTEST_VERSION" >&2
+    if [ -f "$requirements" ]; then
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2
+    else
+        echo "note: no $requirements; installing the newest test dependencies unpinned" >&2
+        "$venv/bin/pip" install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" \
+            aiohttp websockets aiosqlite >&2
+    fi
     "$venv/bin/pip" install -q --force-reinstall --no-deps dist/quiesce-*-"$tag"-*.whl >&2
     echo "$venv"
 }
