@@ -355,10 +355,11 @@ def test_seed_option_reaches_the_loop_and_the_marker_wins(pytester: pytest.Pytes
             assert quiesce_loop.seed == 7
             assert asyncio.get_running_loop().seed == 7
 
-        @pytest.mark.quiesce(seed=11, clock="real", watchdog=None)
+        @pytest.mark.quiesce(seed=11, clock="real", watchdog=None, io_grace=0.5)
         async def test_marker_seed():
             loop = asyncio.get_running_loop()
             assert (loop.seed, loop.clock, loop.watchdog) == (11, "real", None)
+            assert loop.io_grace == 0.5
 
         def test_sync_fixture(quiesce_loop):
             assert quiesce_loop.seed == 7
@@ -535,6 +536,7 @@ def test_marked_test_claimed_by_another_plugin_is_an_error(pytester: pytest.Pyte
         ('policy="smart"', "policy must be one of 'auto', 'random', 'pct', 'dfs', 'fifo'"),
         ("background=1", "background must be True or False; got 1"),
         ("watchdog=0", "watchdog must be a finite number of seconds > 0, or None; got 0"),
+        ("io_grace=-1", "io_grace must be a finite number of seconds >= 0, or None; got -1"),
         ("3", "it takes keyword arguments only"),
         ("sead=3", "unknown argument(s) sead; it accepts seed=None, clock='virtual'"),
     ],
@@ -736,14 +738,16 @@ def test_exploring_a_test_that_requests_the_loop_is_an_error(pytester: pytest.Py
 
 
 def test_policy_makes_quiesce_loops() -> None:
-    policy = quiesce.EventLoopPolicy(seed=5, clock="real", watchdog=None)
+    policy = quiesce.EventLoopPolicy(seed=5, clock="real", watchdog=None, io_grace=2)
     assert isinstance(policy, asyncio.DefaultEventLoopPolicy)
-    assert policy.loop_kwargs == {"seed": 5, "clock": "real", "watchdog": None}
-    assert repr(policy) == "quiesce.EventLoopPolicy(seed=5, clock='real', watchdog=None)"
+    assert policy.loop_kwargs == {"seed": 5, "clock": "real", "watchdog": None, "io_grace": 2.0}
+    assert repr(policy) == (
+        "quiesce.EventLoopPolicy(seed=5, clock='real', watchdog=None, io_grace=2.0)"
+    )
     loop = policy.new_event_loop()
     try:
         assert isinstance(loop, quiesce.Loop)
-        assert (loop.seed, loop.clock, loop.watchdog) == (5, "real", None)
+        assert (loop.seed, loop.clock, loop.watchdog, loop.io_grace) == (5, "real", None, 2.0)
     finally:
         loop.close()
 
@@ -771,6 +775,7 @@ def test_policy_installed_globally_serves_new_event_loop() -> None:
         ({"clock": "fast"}, ValueError, "clock must be 'virtual' or 'real', got 'fast'"),
         ({"watchdog": 0}, ValueError, "watchdog must be > 0 seconds"),
         ({"watchdog": "1"}, TypeError, "watchdog must be a number of seconds or None"),
+        ({"io_grace": -1}, ValueError, "io_grace must be a finite number of seconds >= 0"),
     ],
 )
 def test_policy_checks_its_arguments_at_once(kwargs: Any, error: type, message: str) -> None:
@@ -932,6 +937,20 @@ def test_the_marker_watchdog_reaches_every_exploration_run(pytester: pytest.Pyte
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Potential deadlock at loop time*"])
+
+
+def test_the_marker_io_grace_reaches_every_exploration_run(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        @pytest.mark.quiesce(runs=3, io_grace=0.25)
+        async def test_sees_it():
+            assert asyncio.get_running_loop().io_grace == 0.25
+        """,
+    )
+    result.assert_outcomes(passed=1)
 
 
 def test_a_fixture_that_deadlocks_in_its_teardown_is_named_once(

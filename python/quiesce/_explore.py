@@ -325,6 +325,7 @@ def _run_once(
     max_time: Optional[float],
     max_steps: Optional[int],
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    io_grace: Optional[float] = None,
 ) -> _Outcome:
     """One run of ``test`` on a fresh loop: the coroutine runs as the main task until it
     finishes; a deadlock, a budget overrun, the test's exception or an exception reported to
@@ -336,7 +337,7 @@ def _run_once(
             "quiesce.explore()/replay() run their own event loops; call them from synchronous "
             "code, not from inside a running loop"
         )
-    loop = Loop(watchdog=watchdog, **loop_options)
+    loop = Loop(watchdog=watchdog, io_grace=io_grace, **loop_options)
     reported: List[Dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     if trace:
@@ -483,6 +484,7 @@ def explore(
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    io_grace: Optional[float] = None,
     check_determinism: bool = True,
     shrink: bool = True,
     raise_on_failure: bool = True,
@@ -516,8 +518,8 @@ def explore(
     reproduced, or where two replays diverged and why.
 
     Each run may run ``max_steps`` callbacks (default one million) and ``max_time`` virtual
-    seconds before it fails with :class:`quiesce.BudgetExceeded`; ``watchdog`` is each run's
-    loop's (see :class:`quiesce.Loop`).
+    seconds before it fails with :class:`quiesce.BudgetExceeded`; ``watchdog`` and ``io_grace``
+    are each run's loop's (see :class:`quiesce.Loop`).
     """
     test = _check_test(test, "explore")
     runs = _check_count("runs", runs, 1)
@@ -532,6 +534,7 @@ def explore(
             f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
         )
     max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
+    io_grace = _check_seconds("io_grace", io_grace)
     result = ExploreResult(strategy=policy, seed=seed, bound=bound if policy == "dfs" else None)
     seen: set = set()
     horizon = DEFAULT_PCT_HORIZON
@@ -539,6 +542,7 @@ def explore(
         "max_time": max_time,
         "max_steps": max_steps,
         "watchdog": watchdog,
+        "io_grace": io_grace,
     }
     plans = _dfs_plans(bound) if policy == "dfs" else None
     last_choices: Tuple[Sequence[int], List[int]] = ((), [])
@@ -744,6 +748,7 @@ def replay(
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    io_grace: Optional[float] = None,
 ) -> None:
     """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
     decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
@@ -765,6 +770,7 @@ def replay(
         max_time=max_time,
         max_steps=max_steps,
         watchdog=watchdog,
+        io_grace=_check_seconds("io_grace", io_grace),
     )
     if outcome.error is not None:
         raise outcome.error
@@ -794,6 +800,7 @@ def check_determinism(
     max_time: Optional[float] = DEFAULT_MAX_TIME,
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    io_grace: Optional[float] = None,
 ) -> None:
     """Runs ``test`` twice under the same schedule (``schedule``, or the one ``policy`` and
     ``seed`` produce) and compares every scheduling decision, every callback run and the
@@ -814,6 +821,7 @@ def check_determinism(
         "max_time": max_time,
         "max_steps": max_steps,
         "watchdog": watchdog,
+        "io_grace": _check_seconds("io_grace", io_grace),
     }
     first = _run_once(test, options, trace=True, **run_options)
     if schedule is None:

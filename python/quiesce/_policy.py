@@ -24,8 +24,8 @@ class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc,valid-type]
     """asyncio's default event loop policy, except that :meth:`new_event_loop` makes a
     :class:`quiesce.Loop` with the keyword arguments given here.
 
-    ``seed``, ``clock`` and ``watchdog`` are checked at once, as :class:`quiesce.Loop` checks
-    them, and passed to every loop this policy makes::
+    ``seed``, ``clock``, ``watchdog`` and ``io_grace`` are checked at once, as
+    :class:`quiesce.Loop` checks them, and passed to every loop this policy makes::
 
         asyncio.set_event_loop_policy(quiesce.EventLoopPolicy(seed=3))
         loop = asyncio.new_event_loop()   # a quiesce.Loop with seed=3
@@ -40,6 +40,7 @@ class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc,valid-type]
         seed: Optional[int] = None,
         clock: str = "virtual",
         watchdog: Optional[float] = DEFAULT_WATCHDOG,
+        io_grace: Optional[float] = None,
     ) -> None:
         seed = _check_seed(seed)
         if not isinstance(clock, str) or clock not in _CLOCKS:
@@ -47,17 +48,19 @@ class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc,valid-type]
         watchdog = _check_seconds("watchdog", watchdog)
         if watchdog == 0:
             raise ValueError("watchdog must be > 0 seconds, or None to wait forever")
+        io_grace = _check_seconds("io_grace", io_grace)
         super().__init__()
         self._q_loop_kwargs: Dict[str, Any] = {
             "seed": seed,
             "clock": clock,
             "watchdog": watchdog,
+            "io_grace": io_grace,
         }
 
     @property
     def loop_kwargs(self) -> Dict[str, Any]:
         """A copy of the keyword arguments every new loop gets (``seed``, ``clock``,
-        ``watchdog``)."""
+        ``watchdog``, ``io_grace``)."""
         return dict(self._q_loop_kwargs)
 
     def new_event_loop(self) -> Loop:

@@ -23,7 +23,7 @@ import unittest
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from quiesce._errors import Deadlock
-from quiesce._loop import _CLOCKS, Loop, _check_seed
+from quiesce._loop import _CLOCKS, Loop, _check_seconds, _check_seed
 
 
 class TestCase(unittest.IsolatedAsyncioTestCase):
@@ -35,8 +35,9 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     and the report of what every task waits for, instead of hanging.
 
     Configure the loop with class attributes: ``quiesce_seed`` (``None``: first in, first
-    out; an int: a reproducible pseudo-random interleaving) and ``quiesce_clock``
-    (``"virtual"`` or ``"real"``).
+    out; an int: a reproducible pseudo-random interleaving), ``quiesce_clock``
+    (``"virtual"`` or ``"real"``) and ``quiesce_io_grace`` (seconds after which a quiet socket
+    to another process stops holding the virtual clock; ``None``, the default, never).
 
     ``self.loop`` is the test's loop, from ``setUp`` to the last cleanup. Inside an ``async``
     test method the loop is running, so the synchronous driving methods
@@ -62,6 +63,8 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     quiesce_seed: ClassVar[Optional[int]] = None
     #: Clock of each test's loop: "virtual" or "real".
     quiesce_clock: ClassVar[str] = "virtual"
+    #: I/O grace of each test's loop (see quiesce.Loop): None, or seconds.
+    quiesce_io_grace: ClassVar[Optional[float]] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Checked when the class is defined: a bad value must fail loudly, not (on 3.9 and
@@ -76,6 +79,10 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
                 f"{cls.__qualname__}.quiesce_clock must be 'virtual' or 'real', got "
                 f"{cls.quiesce_clock!r}"
             )
+        try:
+            _check_seconds("io_grace", cls.quiesce_io_grace)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{cls.__qualname__}.quiesce_{exc}") from None
 
     def __init__(self, methodName: str = "runTest") -> None:
         super().__init__(methodName)
@@ -103,7 +110,9 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
 
     def _quiesce_new_loop(self) -> Loop:
         """Makes the test's loop and sets it as the current event loop."""
-        loop = Loop(seed=self.quiesce_seed, clock=self.quiesce_clock)
+        loop = Loop(
+            seed=self.quiesce_seed, clock=self.quiesce_clock, io_grace=self.quiesce_io_grace
+        )
         self._quiesce_loop = loop
         asyncio.set_event_loop(loop)
         return loop

@@ -64,12 +64,14 @@ MARKER_DEFAULTS: Dict[str, Any] = {
     "policy": None,
     "watchdog": DEFAULT_WATCHDOG,
     "max_steps": DEFAULT_MAX_STEPS,
+    "io_grace": None,
 }
 
 
 _MARKER_HELP = (
     "quiesce(seed=None, clock='virtual', background=False, runs=None, policy=None, "
-    "watchdog=60.0, max_steps=10_000_000): run this async def test on a quiesce.Loop "
+    "watchdog=60.0, max_steps=10_000_000, io_grace=None): run this async def test on a "
+    "quiesce.Loop "
     "(deterministic scheduling, "
     "virtual time, deadlock reports); background=True lets it leave tasks pending; runs=N "
     "explores N schedules (policy: one of " + ", ".join(POLICIES) + ")."
@@ -240,6 +242,14 @@ def _marker_options(item: pytest.Item) -> Dict[str, Any]:
         or watchdog <= 0
     ):
         bad(f"watchdog must be a finite number of seconds > 0, or None; got {watchdog!r}")
+    io_grace = options["io_grace"]
+    if io_grace is not None and (
+        isinstance(io_grace, bool)
+        or not isinstance(io_grace, (int, float))
+        or not math.isfinite(io_grace)
+        or io_grace < 0
+    ):
+        bad(f"io_grace must be a finite number of seconds >= 0, or None; got {io_grace!r}")
     max_steps = options["max_steps"]
     if max_steps is not None and (
         isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
@@ -401,7 +411,12 @@ def quiesce_loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
     elif request.config.getoption("quiesce_seed", None) is not None:
         options["seed"] = request.config.getoption("quiesce_seed")
         seed_source = "--quiesce-seed"
-    loop = Loop(seed=options["seed"], clock=options["clock"], watchdog=options["watchdog"])
+    loop = Loop(
+        seed=options["seed"],
+        clock=options["clock"],
+        watchdog=options["watchdog"],
+        io_grace=options["io_grace"],
+    )
     run = QuiesceRun(loop, options, seed_source)
     item.stash[RUN_KEY] = run
     loop.set_exception_handler(lambda _loop, context: run.handler_calls.append(context))
@@ -729,6 +744,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         kwargs["clock"] = run.options["clock"]
     if run.options["watchdog"] != DEFAULT_WATCHDOG:
         kwargs["watchdog"] = run.options["watchdog"]
+    if run.options["io_grace"] is not None:
+        kwargs["io_grace"] = run.options["io_grace"]
     mark = pyfuncitem.get_closest_marker("quiesce")
     if mark is not None and "max_steps" in mark.kwargs:
         kwargs["max_steps"] = run.options["max_steps"]
