@@ -8,14 +8,15 @@
 //! `_q_fail(kind, when)`, which raises `Deadlock` or `BudgetExceeded` with the report.
 
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 
 use quiesce_core::{decide, Action, ClockKind, DeadlockKind, Facts, Outside, Pace, RunMode};
 
-use crate::core_loop::{monotonic, CoreLoop, State};
+use crate::core_loop::{CoreLoop, State};
 use crate::handle::Handle;
 
 /// Stock asyncio's cap on one selector wait (`base_events.MAXIMUM_SELECT_TIMEOUT`).
@@ -72,12 +73,36 @@ impl OutsideFacts {
     }
 }
 
-/// `threading.active_count()`: more than one thread means the hook must look at them.
-fn active_threads(py: Python<'_>) -> PyResult<usize> {
-    static ACTIVE_COUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// Real seconds on a monotonic clock, for the idle bookkeeping (how long nothing has run, how
+/// long a wait took): only differences matter, so Rust's clock serves, without a call into
+/// Python on every idle turn.
+fn real_seconds() -> f64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// Whether this interpreter has another thread than the running one: only then must the hook
+/// look at threads. A walk of the interpreter's thread states (two pointer reads), where
+/// `threading.active_count()` would cost a call into Python on every idle turn.
+#[cfg(not(feature = "abi3"))]
+fn other_threads(_py: Python<'_>) -> PyResult<bool> {
+    // SAFETY: the GIL is held (`_py`), and a thread state is added to or removed from the
+    // interpreter's list only by a thread holding the GIL (the build declares it needs one), so
+    // the list cannot change while these two pointers are read; neither is dereferenced here.
+    let second = unsafe {
+        let head = pyo3::ffi::PyInterpreterState_ThreadHead(pyo3::ffi::PyInterpreterState_Get());
+        !head.is_null() && !pyo3::ffi::PyThreadState_Next(head).is_null()
+    };
+    Ok(second)
+}
+
+/// `threading.active_count() > 1` (the thread-state list is outside the limited API).
+#[cfg(feature = "abi3")]
+fn other_threads(py: Python<'_>) -> PyResult<bool> {
+    static ACTIVE_COUNT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let active_count = ACTIVE_COUNT
         .get_or_try_init(py, || Ok::<_, PyErr>(py.import("threading")?.getattr("active_count")?.unbind()))?;
-    active_count.bind(py).call0()?.extract()
+    Ok(active_count.bind(py).call0()?.extract::<usize>()? > 1)
 }
 
 /// Moves the virtual clock so that the loop time goes from `now` to `target`. With a replaced
@@ -104,11 +129,14 @@ impl CoreLoop {
         }
         let replaced = this.time_replaced.load(Ordering::Relaxed);
         let mut now = this.loop_time(slf)?;
-        let (has_ready, due) = this.with(py, |s| (!s.scheduler.ready().is_empty(), s.has_due(now, replaced)))?;
+        let (has_ready, due, timer_pending) = this.with(py, |s| {
+            (!s.scheduler.ready().is_empty(), s.has_due(now, replaced), s.scheduler.next_deadline().is_some())
+        })?;
         if !this.stopping.load(Ordering::Relaxed) {
             if has_ready || due {
-                if mode.waits_when_idle() && !replaced && !this.is_real_clock() {
-                    // A loop that never blocks still sees time pass on a real clock.
+                // A loop that never blocks still sees time pass on a real clock: a busy streak
+                // earns time towards the timer pending (none pending, nothing to earn towards).
+                if timer_pending && mode.waits_when_idle() && !replaced && !this.is_real_clock() {
                     let reached = this.with(py, |s| {
                         let next = s.scheduler.next_deadline();
                         let reached = s.idle.busy_turn(s.turn_time, now, next);
@@ -171,7 +199,7 @@ impl CoreLoop {
     /// asked): watched descriptors, signal handlers, background tasks, other threads.
     fn maybe_outside(&self, py: Python<'_>) -> PyResult<bool> {
         let (fds, signals) = self.watched(py)?;
-        Ok(fds > 0 || signals || self.has_background.load(Ordering::Relaxed) || active_threads(py)? > 1)
+        Ok(fds > 0 || signals || self.has_background.load(Ordering::Relaxed) || other_threads(py)?)
     }
 
     /// Everything `decide` needs, at loop time `now`.
@@ -185,7 +213,7 @@ impl CoreLoop {
         if seen.is_some_and(|seen| !seen.background) {
             self.has_background.store(false, Ordering::Relaxed);
         }
-        let real_now = monotonic(py)?;
+        let real_now = real_seconds();
         let replaced = self.time_replaced.load(Ordering::Relaxed);
         let idle_waiters = self.idle_waiters.load(Ordering::Relaxed);
         // Read after the threads were looked at: one that posted work and exited since is seen
@@ -280,9 +308,9 @@ impl CoreLoop {
     fn wait(&self, slf: &Bound<'_, Self>, now: f64, timeout: Option<f64>, pace: Pace) -> PyResult<()> {
         let py = slf.py();
         let timeout = timeout.map_or(MAX_SELECT_TIMEOUT, |timeout| timeout.min(MAX_SELECT_TIMEOUT));
-        let started = monotonic(py)?;
+        let started = real_seconds();
         slf.call_method1(intern!(py, "_q_select"), (timeout,))?;
-        let waited = monotonic(py)? - started;
+        let waited = real_seconds() - started;
         if self.with(py, |s| s.scheduler.clock_kind())? == ClockKind::Virtual {
             let replaced = self.time_replaced.load(Ordering::Relaxed);
             self.with(py, |s| {
