@@ -32,6 +32,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 import quiesce
+import quiesce._outside
 from quiesce._outside import PARKED, RUNNING, TIMED_WAIT, WAITING, _state_from_syscall
 
 # A bound far above what each run needs (milliseconds) and far below the virtual time it covers.
@@ -214,6 +215,81 @@ def test_idle_connection_does_not_trip_the_watchdog_before_a_timer(
     now, wall = run_timed(loop, main())
     assert now == pytest.approx(10.0)
     assert wall < WALL_BOUND
+
+
+def test_a_connection_whose_reading_is_paused_is_still_in_process(loop: quiesce.Loop) -> None:
+    """Flow control pauses a transport's reading (a StreamReader over its limit does): the
+    socket leaves the selector, but it is still this loop's, so its peer is in-process and a
+    long sleep is a jump, not an hour of real time."""
+
+    async def main() -> float:
+        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
+        try:
+            await asyncio.sleep(3600)
+            return loop.time()
+        finally:
+            for served in accepted:
+                served.close()
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+
+    accepted: List[asyncio.StreamWriter] = []
+    now, wall = run_timed(loop, main())
+    assert now == pytest.approx(3600.0)
+    assert wall < WALL_BOUND
+
+
+def test_bytes_not_yet_sent_to_a_reading_peer_hold_the_clock(
+    loop: quiesce.Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With small socket buffers, loopback sends queued bytes only as the peer reads and its
+    kernel opens the window (CPython's SSL sendfile tests depend on it): bytes not yet sent to
+    a peer this loop reads are in flight and hold the clock; to a peer whose reading is paused
+    they can only move once the loop reads, and do not. (The kernel's count, SIOCOUTQNSD, is
+    stubbed here: a real window stall is timing-dependent; test_sendfile exercises it.)"""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(listener.getsockname())
+    receiver, _ = listener.accept()
+    unsent = {sender.fileno(): 7}
+    monkeypatch.setattr(quiesce._outside, "_unsent_bytes", lambda fd: unsent.get(fd, 0))
+    try:
+        for sock in (sender, receiver):
+            loop.add_reader(sock.fileno(), lambda: None)
+
+        def sender_seen() -> Any:
+            return {d.fd: d for d in loop.report().external.descriptors}[sender.fileno()]
+
+        seen = sender_seen()
+        assert seen.in_process and seen.in_flight == 7 and seen.holds_clock
+        assert "in-process, 7 bytes in flight: holds the clock" in str(seen)
+        # The receiver stops reading (a paused transport keeps no reader, only a write
+        # interest, if any): its peer's unsent bytes wait for the loop.
+        loop.remove_reader(receiver.fileno())
+        loop.add_writer(receiver.fileno(), lambda: None)
+        seen = sender_seen()
+        assert seen.in_process and seen.in_flight == 0 and not seen.holds_clock
+        assert quiesce._outside.outside_facts(loop).external_io == 0
+    finally:
+        loop.remove_writer(receiver.fileno())
+        loop.remove_reader(sender.fileno())
+        for sock in (sender, receiver, listener):
+            sock.close()
+
+
+def test_the_kernel_send_queue_can_be_asked() -> None:
+    left = socket.create_server(("127.0.0.1", 0))
+    right = socket.create_connection(left.getsockname())
+    try:
+        assert quiesce._outside._unsent_bytes(right.fileno()) == 0
+        assert quiesce._outside._unsent_bytes(-1) == 0  # a bad descriptor is not a crash
+    finally:
+        right.close()
+        left.close()
 
 
 # -- peers outside the loop ---------------------------------------------------------------------

@@ -36,6 +36,14 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, NamedTuple, Optiona
 
 from quiesce._core import OutsideFacts, thread_system_calls
 
+if sys.platform.startswith("linux"):
+    import fcntl
+
+    # Bytes of a TCP socket's send queue not yet sent (linux/sockios.h).
+    _SIOCOUTQNSD: Optional[int] = 0x894B
+else:  # pragma: no cover - elsewhere the send queue is not asked
+    _SIOCOUTQNSD = None
+
 if TYPE_CHECKING:
     from quiesce._loop import Loop
 
@@ -60,12 +68,27 @@ class WatchedDescriptor:
     in_process: bool
     #: What watches it: the transport and protocol classes, or the callback.
     owner: str
+    #: Bytes written to an in-process TCP connection that the kernel has not sent yet, for a
+    #: peer this loop reads: with a small window, loopback delivers them only as the peer reads
+    #: and its kernel opens the window, and they then wake the peer's reader.
+    in_flight: int = 0
+
+    @property
+    def holds_clock(self) -> bool:
+        """Whether it holds the virtual clock at real pace: its peer is outside this process,
+        or bytes are still on their way to an in-process peer."""
+        return not self.in_process or self.in_flight > 0
 
     def __str__(self) -> str:
         where = self.local or ""
         if self.peer:
             where = f"{where} -> {self.peer}" if where else f"peer {self.peer}"
-        side = "in-process, idle" if self.in_process else "external: holds the clock"
+        if not self.in_process:
+            side = "external: holds the clock"
+        elif self.in_flight:
+            side = f"in-process, {self.in_flight} bytes in flight: holds the clock"
+        else:
+            side = "in-process, idle"
         address = f" {where}" if where else ""
         return f"fd {self.fd}: {self.kind}{address} ({self.events}; {self.owner}) [{side}]"
 
@@ -206,35 +229,57 @@ def watched_descriptors(loop: Loop) -> List[WatchedDescriptor]:
     except Exception:
         keys = []
     cache: Dict[int, Tuple[Tuple[int, int], Optional[_SocketFacts], bool]] = loop._q_fd_cache
-    found: List[Tuple[Any, Optional[_SocketFacts], bool, int]] = []
-    for key in keys:
-        fd = key.fd
-        if fd == own:
-            continue
+
+    def described(fd: int) -> Optional[Tuple[Optional[_SocketFacts], bool, int]]:
         try:
             info = os.fstat(fd)
         except OSError:
-            continue
+            return None
         identity = (info.st_dev, info.st_ino)
         cached = cache.get(fd)
         if cached is None or cached[0] != identity:
             facts = _socket_facts(fd) if stat.S_ISSOCK(info.st_mode) else None
             cached = (identity, facts, stat.S_ISFIFO(info.st_mode))
             cache[fd] = cached
-        found.append((key, cached[1], cached[2], info.st_ino))
-    for stale in set(cache) - {key.fd for key, _, _, _ in found}:
+        return cached[1], cached[2], info.st_ino
+
+    found: List[Tuple[Any, Optional[_SocketFacts], bool, int]] = []
+    for key in keys:
+        if key.fd == own:
+            continue
+        seen = described(key.fd)
+        if seen is not None:
+            found.append((key, *seen))
+    # This loop's transports whose reading is paused are not watched, but are still its own.
+    watched = {key.fd for key, _, _, _ in found}
+    unwatched = [
+        seen[0]
+        for fd in list(getattr(loop, "_transports", None) or ())
+        if isinstance(fd, int) and fd not in watched and fd != own
+        for seen in (described(fd),)
+        if seen is not None
+    ]
+    for stale in set(cache) - watched - set(getattr(loop, "_transports", None) or ()):
         del cache[stale]
 
     # The addresses of this loop's own sockets: a connection to one of them is in-process.
     ours: Set[Tuple[str, int]] = set()
     wildcard_ports: Set[int] = set()
-    for _key, facts, _pipe, _inode in found:
+    for facts in [facts for _key, facts, _pipe, _inode in found] + unwatched:
         address = _host_port(facts.local) if facts is not None else None
         if address is None:
             continue
         ours.add(address)
         if facts is not None and facts.listening and address[0] in _WILDCARD:
             wildcard_ports.add(address[1])
+
+    # Local addresses of this loop's sockets that it reads: bytes on their way there will wake it.
+    reading: Set[Tuple[str, int]] = set()
+    for key, facts, _pipe, _inode in found:
+        reader = key.data[0] if isinstance(key.data, tuple) else None
+        address = _host_port(facts.local) if facts is not None else None
+        if address is not None and reader is not None and not reader.cancelled():
+            reading.add(address)
 
     out = []
     for key, facts, is_pipe, inode in found:
@@ -245,9 +290,12 @@ def watched_descriptors(loop: Loop) -> List[WatchedDescriptor]:
             if handle is not None and not handle.cancelled()
         ]
         owner = _owner_of(loop, (reader, writer))
+        in_flight = 0
         if facts is not None:
             in_process = _socket_in_process(facts, ours, wildcard_ports)
             kind, local, peer = facts.kind, _address_text(facts.local), _address_text(facts.peer)
+            if in_process and kind == "TCP connection" and _host_port(facts.peer) in reading:
+                in_flight = _unsent_bytes(key.fd)
         elif is_pipe:
             in_process = _pipe_has_other_end_here(key.fd, inode)
             kind, local, peer = "pipe", None, None
@@ -262,9 +310,23 @@ def watched_descriptors(loop: Loop) -> List[WatchedDescriptor]:
                 peer=peer,
                 in_process=in_process,
                 owner=owner,
+                in_flight=in_flight,
             )
         )
     return out
+
+
+def _unsent_bytes(fd: int) -> int:
+    """Bytes in a TCP socket's send queue that the kernel has not sent yet (SIOCOUTQNSD; sent
+    but unacknowledged bytes are already in the loopback peer's receive queue); 0 where that
+    cannot be asked."""
+    if _SIOCOUTQNSD is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(fd, _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return max(0, int(struct.unpack("i", answer)[0]))
 
 
 def _socket_in_process(
@@ -512,8 +574,8 @@ def outside_facts(loop: Loop) -> OutsideFacts:
         running_threads=sum(thread.holds_clock for thread in threads),
         waiting_threads=sum(thread.state == WAITING for thread in threads),
         parked_threads=sum(thread.state == PARKED for thread in threads),
-        external_io=sum(not d.in_process for d in descriptors) + signals,
-        idle_internal=sum(d.in_process for d in descriptors),
+        external_io=sum(d.holds_clock for d in descriptors) + signals,
+        idle_internal=sum(not d.holds_clock for d in descriptors),
         background=background,
         next_foreground=loop._q_next_foreground_deadline() if background else None,
     )

@@ -109,7 +109,7 @@ class ExternalActivity:
             self.executor_jobs
             or self.child_processes
             or self.signals
-            or any(not descriptor.in_process for descriptor in self.descriptors)
+            or any(descriptor.holds_clock for descriptor in self.descriptors)
             or any(thread.holds_clock for thread in self.threads)
         )
 
@@ -117,7 +117,7 @@ class ExternalActivity:
     def idle_in_process(self) -> Tuple[str, ...]:
         """In-process sockets with nothing in flight and parked threads: they can only be
         woken by this loop."""
-        return tuple(str(d) for d in self.descriptors if d.in_process) + tuple(
+        return tuple(str(d) for d in self.descriptors if not d.holds_clock) + tuple(
             str(thread) for thread in self.threads if thread.state == "parked"
         )
 
@@ -140,7 +140,7 @@ class ExternalActivity:
         parts.extend(
             f"fd {d.fd} ({d.kind}{' to ' + d.peer if d.peer else ''})"
             for d in self.descriptors
-            if not d.in_process
+            if d.holds_clock
         )
         if self.signals:
             parts.append("signal handlers: " + ", ".join(self.signals))
