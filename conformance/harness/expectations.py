@@ -58,18 +58,6 @@ EXPECTED: List[Tuple[Tuple[str, ...], str, str, Triage]] = [
             "real one, stays at 0.01 because nothing needed to wait",
         ),
     ),
-    (
-        ("virtual",),
-        "*",
-        "test_runners.RunnerTests.test_interrupt_call_soon",
-        Triage(
-            VIRTUAL_TIME,
-            "busy-loops on `await asyncio.sleep(0)` until a call_later(0.1) timer interrupts "
-            "it; on the virtual clock time moves only when nothing is runnable, so the timer "
-            "never comes due and the loop spins forever",
-            hangs=True,
-        ),
-    ),
 ]
 
 
