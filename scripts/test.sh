@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds quiesce and runs every test: Rust lint and tests, Python lint, the pytest suite on
-# every CPython 3.9-3.13 found on this machine (one wheel per interpreter, each in its own venv),
-# then, on the oldest and newest of them, mypy on the package, the tests_interop/ recipes
-# (pytest-asyncio and anyio suites run on quiesce) and the fast subset of the test_asyncio
-# conformance run.
+# every CPython 3.9-3.15 found on this machine (pyenv first, then python3.X on PATH; one wheel
+# per interpreter, each in its own venv), then, on the oldest and newest of them, mypy on the
+# package, the tests_interop/ recipes (pytest-asyncio and anyio suites run on quiesce) and the
+# fast subset of the test_asyncio conformance run. Interpreters not found are named and
+# skipped; one is enough.
 #
-#   bash scripts/test.sh                              # everything
-#   QUIESCE_PYTHONS="3.9 3.13" bash scripts/test.sh   # a subset of interpreters
-#   QUIESCE_CONFORMANCE=0 bash scripts/test.sh        # without the conformance subset
-#   QUIESCE_INTEROP=0 bash scripts/test.sh            # without the tests_interop/ recipe runs
+#   bash scripts/test.sh                                        # everything found
+#   QUIESCE_PYTHONS="3.9 3.13" bash scripts/test.sh             # a subset of interpreters
+#   QUIESCE_REQUIRED_PYTHONS="3.9 3.13" bash scripts/test.sh    # fail if one of these is missing
+#   QUIESCE_CONFORMANCE=0 bash scripts/test.sh                  # without the conformance subset
+#   QUIESCE_INTEROP=0 bash scripts/test.sh                      # without the tests_interop/ runs
 #
 # Tools (maturin, ruff, mypy, pytest) are installed at pinned versions into .venvs/; nothing
 # global.
@@ -18,8 +20,11 @@ root=$(pwd)
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-find_pythons "${QUIESCE_PYTHONS:-"3.9 3.10 3.11 3.12 3.13"}" "${QUIESCE_REQUIRED_PYTHONS:-"3.9 3.13"}"
+find_pythons "${QUIESCE_PYTHONS:-$SUPPORTED_PYTHONS}" "${QUIESCE_REQUIRED_PYTHONS:-}"
 ensure_tools
+# clippy builds the binding crate, and PyO3's build script needs an interpreter (python3 on
+# PATH by default, which a machine with only python3.X lacks).
+export PYO3_PYTHON=${PYO3_PYTHON:-${pythons[0]}}
 
 echo "== Rust: format, clippy, core tests"
 cargo fmt --all -- --check
@@ -35,10 +40,12 @@ build_wheels "${pythons[@]}"
 
 passed=0; failed=0; skipped=0
 venvs=()
+tested_versions=$(for py in "${pythons[@]}"; do "$py" -c 'import platform; print(platform.python_version(), end=" ")'; done)
 for py in "${pythons[@]}"; do
     venv=$(venv_with_wheel "$py")
     venvs+=("$venv")
     echo "== pytest on $("$py" --version) ($venv)"
+    pytest_started=$SECONDS
     report="$root/$venv-junit.xml"
     set +e
     # Run from tests/ with importlib mode so `quiesce` comes from the installed wheel, never
@@ -47,6 +54,7 @@ for py in "${pythons[@]}"; do
         --rootdir "$root" -c "$root/pyproject.toml" --junitxml "$report" .)
     status=$?
     set -e
+    echo "   pytest on $("$py" --version): $((SECONDS - pytest_started)) s"
     if [ -f "$report" ]; then counts=$(junit_counts "$venv/bin/python" "$report"); else counts="0 0 0"; fi
     read -r p f s <<<"$counts"
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
@@ -92,7 +100,10 @@ if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
     set -e
 fi
 
-echo "quiesce: $passed passed, $failed failed, $skipped skipped"
+echo "quiesce: $passed passed, $failed failed, $skipped skipped (CPython tested: ${tested_versions% })"
+if [ ${#missing_pythons[@]} -gt 0 ]; then
+    echo "not tested (not found): CPython ${missing_pythons[*]}"
+fi
 if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
     if [ "$conformance_status" -eq 0 ]; then
         echo "conformance (fast subset): ok, see .venvs/conformance-fast.md"

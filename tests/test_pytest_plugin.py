@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 import sys
+import textwrap
 from typing import Any, List, Optional
 
 import pytest
 
 import quiesce
+import quiesce._policy
 
 pytest_plugins = ["pytester"]
 
@@ -124,7 +127,7 @@ def test_fixture_is_the_current_loop_and_is_closed_after(pytester: pytest.Pytest
         seen = []
 
         def current():
-            return asyncio.get_event_loop_policy().get_event_loop()
+            return asyncio.get_event_loop()
 
         def test_sync(quiesce_loop):
             assert isinstance(quiesce_loop, quiesce.Loop)
@@ -737,6 +740,12 @@ def test_exploring_a_test_that_requests_the_loop_is_an_error(pytester: pytest.Py
 # -- quiesce.EventLoopPolicy -------------------------------------------------------------------
 
 
+# Policies are deprecated from 3.14 on (asyncio warns); quiesce.EventLoopPolicy is still there
+# for the tools that make their loops through one.
+deprecated_policies = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@deprecated_policies
 def test_policy_makes_quiesce_loops() -> None:
     policy = quiesce.EventLoopPolicy(seed=5, clock="real", watchdog=None, io_grace=2)
     assert isinstance(policy, asyncio.DefaultEventLoopPolicy)
@@ -752,6 +761,7 @@ def test_policy_makes_quiesce_loops() -> None:
         loop.close()
 
 
+@deprecated_policies
 def test_policy_installed_globally_serves_new_event_loop() -> None:
     previous = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(quiesce.EventLoopPolicy())
@@ -781,6 +791,52 @@ def test_policy_installed_globally_serves_new_event_loop() -> None:
 def test_policy_checks_its_arguments_at_once(kwargs: Any, error: type, message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         quiesce.EventLoopPolicy(**kwargs)
+
+
+def test_policy_says_what_to_use_where_asyncio_has_no_policies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Removal is planned for 3.16: quiesce still imports there, and the class says why not.
+    monkeypatch.setattr(quiesce._policy, "_DefaultPolicy", None)
+    with pytest.raises(RuntimeError, match=r"no event loop policies.*loop_factory=quiesce\.Loop"):
+        quiesce.EventLoopPolicy()
+
+
+def test_use_quiesce_loops_reaches_asyncio_run_and_new_event_loop_without_warnings() -> None:
+    # In a child: the change is for the rest of the process. -W error: no deprecated API.
+    program = textwrap.dedent(
+        """
+        import asyncio, sys
+        from quiesce._policy import use_quiesce_loops
+        use_quiesce_loops(seed=3, clock="virtual")
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(3600)
+            return type(loop).__name__, loop.seed, loop.time()
+
+        print(asyncio.run(main()))
+        loop = asyncio.new_event_loop()
+        print(type(loop).__name__, loop.seed)
+        loop.close()
+        if sys.version_info >= (3, 11):
+            with asyncio.Runner() as runner:
+                print(runner.run(main()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    expected = ["('Loop', 3, 3600.0)", "Loop 3"]
+    if sys.version_info >= (3, 11):
+        expected.append("('Loop', 3, 3600.0)")
+    assert done.stdout.splitlines() == expected
+
+
+def test_use_quiesce_loops_checks_its_arguments_before_changing_anything() -> None:
+    with pytest.raises(ValueError, match="clock must be 'virtual' or 'real'"):
+        quiesce._policy.use_quiesce_loops(clock="fast")
 
 
 # -- regressions: exploration with fixtures, bounded teardown, claims ----------------------------

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
 import pytest
 
 import quiesce
+import quiesce._loop
 
 
 def current_loop() -> Any:
-    """The current event loop of this thread, or None (without making one)."""
-    try:
-        return asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        return None
+    """The current event loop of this thread, or None (without making one or warning)."""
+    return quiesce._loop._current_loop()
 
 
 @pytest.fixture(autouse=True)
@@ -250,20 +249,34 @@ def test_refused_from_a_running_loop() -> None:
     [lambda: 42, lambda: asyncio.sleep, lambda: None],
     ids=["int", "coroutine function", "None"],
 )
-def test_non_coroutine_is_a_value_error(make_main: Callable[[], Any]) -> None:
+def test_non_awaitable_is_refused_as_asyncio_run_refuses_it(make_main: Callable[[], Any]) -> None:
     main = make_main()
-    with pytest.raises(ValueError, match=r"^a coroutine was expected, got "):
+    if sys.version_info >= (3, 14):  # 3.14's asyncio.run takes any awaitable
+        expected = (TypeError, r"^An asyncio.Future, a coroutine or an awaitable is required")
+    else:
+        expected = (ValueError, r"^a coroutine was expected, got ")
+    with pytest.raises(expected[0], match=expected[1]):
         quiesce.run(main)
     assert current_loop() is None
 
 
 def test_same_errors_as_asyncio_run() -> None:
     for bad in (42, None):
-        with pytest.raises(ValueError) as stock:
+        with pytest.raises((TypeError, ValueError)) as stock:
             asyncio.run(bad)  # type: ignore[arg-type]
-        with pytest.raises(ValueError) as ours:
+        with pytest.raises((TypeError, ValueError)) as ours:
             quiesce.run(bad)  # type: ignore[arg-type]
-        assert str(ours.value) == str(stock.value)
+        assert (type(ours.value), str(ours.value)) == (type(stock.value), str(stock.value))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="asyncio.run takes awaitables from 3.14")
+def test_any_awaitable_runs_as_on_asyncio_run() -> None:
+    class Later:
+        def __await__(self) -> Any:
+            yield from asyncio.sleep(60).__await__()
+            return asyncio.get_running_loop().time()
+
+    assert quiesce.run(Later()) == 60.0  # type: ignore[arg-type]
 
 
 def test_shutdown_matches_asyncio_run_step_for_step() -> None:

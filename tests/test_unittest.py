@@ -14,6 +14,7 @@ from typing import Any, List, Tuple, Type
 import pytest
 
 import quiesce
+import quiesce._loop
 
 
 def run_case(case: Type[unittest.TestCase]) -> Tuple[unittest.TestResult, str]:
@@ -33,11 +34,8 @@ def assert_passed(result: unittest.TestResult, output: str, count: int) -> None:
 
 
 def current_loop() -> Any:
-    """The current event loop of this thread, or None (without making one)."""
-    try:
-        return asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        return None
+    """The current event loop of this thread, or None (without making one or warning)."""
+    return quiesce._loop._current_loop()
 
 
 def test_is_an_isolated_asyncio_test_case() -> None:

@@ -44,6 +44,8 @@ INCLUDED: List[Module] = [
     Module("test_sslproto", "SSL protocol, start_tls over real sockets"),
     Module("test_subprocess", "create_subprocess_exec/shell, pipes, child watchers"),
     Module("test_unix_events", "signals, UNIX sockets, policy (see EXCLUDED_TESTS)"),
+    Module("test_graph", "capture_call_graph, format_call_graph: awaited-by edges", (3, 14)),
+    Module("test_free_threading", "all_tasks and run_coroutine_threadsafe across threads", (3, 14)),
 ]
 
 #: Modules left out, with the reason (rendered into README.md).
@@ -68,6 +70,10 @@ EXCLUDED: Dict[str, str] = {
     ),
     "test_transports": (
         "Tests the abstract Transport base classes with a `Mock` loop; never makes or runs a loop."
+    ),
+    "test_tools": (
+        "Tests the `python -m asyncio ps`/`pstree` formatting (3.14+) on hand-made records of "
+        "another process's tasks; never makes or runs a loop."
     ),
 }
 
@@ -98,6 +104,7 @@ FAST: List[str] = [
     "test_waitfor",
     "test_timeouts",
     "test_taskgroups",
+    "test_graph",
 ]
 
 #: Modules the self-check runs with the deliberately broken loops.

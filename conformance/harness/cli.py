@@ -75,12 +75,24 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="do not run anything: render --write from the JSON already in --out",
+        help="do not run anything: render --write from the JSON already in --out (of the "
+        "--python interpreters given, else of every interpreter found there: results from "
+        "runs on other machines or roots can be copied in and rendered together)",
     )
     args = parser.parse_args(argv)
+    args.all_saved = args.report_only and not args.python
     # Absolute, not resolved: a venv's python is a symlink that must stay inside the venv.
     args.python = [os.path.abspath(p) for p in args.python or [driver.default_python()]]
     return args
+
+
+def saved_versions(out: str) -> List[str]:
+    """The interpreter versions that have results saved in ``out``."""
+    found = set()
+    for name in os.listdir(out) if os.path.isdir(out) else []:
+        if name.startswith("results-") and name.endswith(".json"):
+            found.add(name[len("results-") :].split("-", 1)[0])
+    return sorted(found, key=lambda v: tuple(int(part) for part in v.split(".")))
 
 
 def expand_modes(spec: str) -> List[str]:
@@ -225,7 +237,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Runs what the options ask for, prints the checks, writes the document; returns the
     exit status."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.report_only:
+    if args.all_saved:
+        versions = saved_versions(args.out)
+        pairs = [(version, mode) for version in versions for mode in expand_modes(args.mode)]
+    elif args.report_only:
         versions = [driver.probe(python)["version"] for python in args.python]
         pairs = [(version, mode) for version in versions for mode in expand_modes(args.mode)]
     else:

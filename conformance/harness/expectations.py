@@ -61,6 +61,30 @@ EXPECTED: List[Tuple[Tuple[str, ...], str, str, Triage]] = [
 ]
 
 
+#: Tests that build an event loop class of their own on purpose, so their census shows a loop
+#: that is not ``quiesce.Loop`` in every mode: ``(test id glob, loop class glob, why)``.
+OWN_LOOPS: List[Tuple[str, str, str]] = [
+    (
+        "test_futures.*.test_evil_call_soon_list_mutation",
+        "test.test_asyncio.test_futures.SimpleEvilEventLoop",
+        "checks the C Future against a hostile loop subclass it defines (3.13.4+, 3.14+)",
+    ),
+    (
+        "test_futures.*.test_use_after_free_on_fut_*_with_evil__getattribute__",
+        "test.test_asyncio.test_futures.*EvilEventLoop",
+        "checks the C Future against a hostile loop subclass it defines (3.13.4+, 3.14+)",
+    ),
+]
+
+
+def own_loop(test_id: str, label: str) -> Optional[str]:
+    """Why ``test_id`` makes a loop of class ``label`` itself, if it does so on purpose."""
+    for test_glob, label_glob, why in OWN_LOOPS:
+        if fnmatch.fnmatchcase(test_id, test_glob) and fnmatch.fnmatchcase(label, label_glob):
+            return why
+    return None
+
+
 def triage(version: str, mode: str, test_id: str) -> Optional[Triage]:
     """The triage of a test that passes on stock and fails in ``mode``, if any."""
     for modes, version_glob, pattern, result in EXPECTED:

@@ -85,11 +85,25 @@ def foreign_loops(results: Results, version: str, mode: str) -> List[Tuple[str, 
                 f"{kind}:{label}": n
                 for kind in ("created", "runs")
                 for label, n in loops.get(kind, {}).items()
-                if label != routes.QUIESCE
+                if label != routes.QUIESCE and expectations.own_loop(test_id, label) is None
             }
             if other:
                 found.append((test_id, other))
     return found
+
+
+def own_loops(results: Results, version: str) -> List[Tuple[str, str, str]]:
+    """``(test id, loop class, why)`` of the quiesce-mode tests that build their own loop on
+    purpose (:data:`harness.expectations.OWN_LOOPS`), once per test."""
+    found: Dict[Tuple[str, str], str] = {}
+    for mode in ("real", "virtual"):
+        for run in results.get((version, mode), {}).get("modules", {}).values():
+            for test_id, record in run["records"].items():
+                for label in record.get("loops", {}).get("created", {}):
+                    why = expectations.own_loop(test_id, label)
+                    if label != routes.QUIESCE and why is not None:
+                        found[(test_id, label)] = why
+    return [(test_id, label, why) for (test_id, label), why in sorted(found.items())]
 
 
 def _quiesce_totals(run: Dict[str, Any]) -> Tuple[int, int]:
@@ -309,9 +323,17 @@ def render(results: Results, command: str) -> str:
             out += [f"- {mode}: `{test_id}`: {other}" for mode, test_id, other in foreign] + [""]
         else:
             out += [
-                "In the quiesce modes no test created or ran any loop but `quiesce.Loop`.",
+                "In the quiesce modes no test created or ran any loop but `quiesce.Loop`"
+                + (
+                    ", except the tests below, which build a loop class of their own."
+                    if own_loops(results, version)
+                    else "."
+                ),
                 "",
             ]
+        own = own_loops(results, version)
+        if own:
+            out += [f"- `{test_id}`: `{label}`: {why}" for test_id, label, why in own] + [""]
         self_check = _self_check_lines(results, version)
         if self_check:
             out += ["### Self-check: deliberately broken loops", "", *self_check, ""]

@@ -10,7 +10,6 @@ python -m quiesce --version
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import os
 import runpy
@@ -23,7 +22,7 @@ import quiesce
 from quiesce._errors import Deadlock
 from quiesce._explore import STRATEGIES
 from quiesce._loop import _CLOCKS
-from quiesce._policy import EventLoopPolicy
+from quiesce._policy import use_quiesce_loops
 
 PROG = "python -m quiesce"
 
@@ -80,8 +79,8 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
         "run",
         help="run a script or module with every asyncio event loop a quiesce.Loop",
         description=(
-            "Runs SCRIPT (or -m MODULE) as python would, with an event loop policy whose new "
-            "loops are quiesce.Loop(seed=..., clock=...): asyncio.run() and "
+            "Runs SCRIPT (or -m MODULE) as python would, with every loop asyncio makes by "
+            "itself a quiesce.Loop(seed=..., clock=...): asyncio.run(), asyncio.Runner() and "
             "asyncio.new_event_loop() make one. A quiesce.Deadlock that ends the program is "
             "printed with its report, and the exit status is 1; otherwise the exit status is "
             "the program's."
@@ -251,22 +250,24 @@ def _module_error(module: str) -> Optional[str]:
 
 
 def _run(options: argparse.Namespace, args: Sequence[str], usage: argparse.ArgumentParser) -> int:
-    """``run``: installs a :class:`quiesce.EventLoopPolicy`, sets ``sys.argv`` (and
-    ``sys.path[0]``) as python would, and runs the script or module as ``__main__``. The policy
-    stays installed for the rest of the process (threads and atexit handlers included).
+    """``run``: makes every loop asyncio creates by itself a quiesce loop (see
+    :func:`quiesce._policy.use_quiesce_loops`: a policy before 3.14, asyncio's loop factory
+    function from 3.14 on), sets ``sys.argv`` (and ``sys.path[0]``) as python would, and runs
+    the script or module as ``__main__``. This stays so for the rest of the process (threads
+    and atexit handlers included).
 
     Returns the exit status: 0 when the program ends, 1 after an uncaught exception (shown by
     ``sys.excepthook``) or a :class:`quiesce.Deadlock` (its report printed to stderr).
     ``SystemExit`` from the program propagates, as does ``KeyboardInterrupt``.
     """
-    asyncio.set_event_loop_policy(EventLoopPolicy(seed=options.seed, clock=options.clock))
+    use_quiesce_loops(seed=options.seed, clock=options.clock)
     module: Optional[str] = options.module
     script: Optional[str] = options.script
     if module is None and script is None:
         usage.error("a SCRIPT or -m MODULE is required")
     if module is not None:
         sys.argv = [module, *args]
-        error = _module_error(module)  # may import the parent package: after the policy
+        error = _module_error(module)  # may import the parent package: after the loops are set
         if error is not None:
             usage.error(error)
     else:

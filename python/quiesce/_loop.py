@@ -110,17 +110,31 @@ def _check_seconds(name: str, value: object) -> Optional[float]:
     return float(value)
 
 
-def _event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+def _event_loop_policy() -> Optional[Any]:
+    """asyncio's current event loop policy, without the deprecation warning of 3.14+; None
+    where policies no longer exist (their removal is planned for 3.16)."""
+    private = getattr(asyncio.events, "_get_event_loop_policy", None)
+    if private is not None:  # 3.14+: what get_event_loop_policy() calls, minus the warning
+        return private()
+    public = getattr(asyncio, "get_event_loop_policy", None)
+    if public is None:
+        return None
     with warnings.catch_warnings():
-        # Policies are deprecated from Python 3.14 on; the current loop still lives there.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return asyncio.get_event_loop_policy()
+        return public()
 
 
 def _current_loop() -> Optional[asyncio.AbstractEventLoop]:
     """The loop set as current in this thread, without creating one (as
-    ``asyncio.get_event_loop()`` might) or warning."""
-    local = getattr(_event_loop_policy(), "_local", None)
+    ``asyncio.get_event_loop()`` does before 3.12) or warning."""
+    policy = _event_loop_policy()
+    if policy is None:
+        # No policies: get_event_loop() only returns the loop set (or running), never makes one.
+        try:
+            return asyncio.get_event_loop()
+        except RuntimeError:
+            return None
+    local = getattr(policy, "_local", None)
     loop = getattr(local, "_loop", None)
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
@@ -534,17 +548,23 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
         """As asyncio's; the child counts as outside activity (like an executor job) until
         its exit is delivered, so the virtual clock does not jump past a process that is
-        still running (its exit is watched by a thread, not a file descriptor)."""
+        still running (its exit is watched by a thread, or from 3.14 on Linux by a pidfd
+        reader, neither of which tells the loop the child may still call back)."""
         transport = await super()._make_subprocess_transport(  # type: ignore[misc]
             *args, **kwargs
         )
+        # A list up to 3.13, a set from 3.14 on; either way asyncio resolves every waiter in it
+        # once the child's exit has been delivered.
         exit_waiters = getattr(transport, "_exit_waiters", None)
-        if transport.get_returncode() is None and isinstance(exit_waiters, list):
+        if transport.get_returncode() is None and isinstance(exit_waiters, (list, set)):
             self._q_executor_jobs(1)
             self._q_children.add(transport)
             exited = self.create_future()
             exited.add_done_callback(lambda _future: self._q_child_done(transport))
-            exit_waiters.append(exited)
+            if isinstance(exit_waiters, set):
+                exit_waiters.add(exited)
+            else:
+                exit_waiters.append(exited)
         return transport
 
     def _q_child_done(self, transport: Any) -> None:

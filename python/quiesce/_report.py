@@ -6,16 +6,18 @@ the external activity that could still wake the loop, and any cycle of tasks wai
 other. ``str(report)`` is the text quiesce prints in :class:`~quiesce.Deadlock` and
 :class:`~quiesce.BudgetExceeded`.
 
-Lock ownership is read off the coroutines' frames: ``async with lock:`` keeps the lock's bound
-``__aexit__`` on the suspended frame's value stack, which ``gc.get_referents`` exposes on every
-supported CPython. A lock taken with a bare ``await lock.acquire()`` has no such trace; it is
-reported as held by an unknown task.
+Lock ownership is read off the coroutines' frames: ``async with lock:`` keeps the lock's
+``__aexit__`` on the suspended frame's value stack (a bound method up to 3.13; from 3.14 the
+function followed by the lock), which ``gc.get_referents`` exposes on every supported CPython.
+A lock taken with a bare ``await lock.acquire()`` has no such trace; it is reported as held by
+an unknown task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
 
@@ -255,16 +257,21 @@ class _TaskFacts:
     def _locks_entered(self) -> List[Any]:
         # One entry per ``__aexit__`` kept on a frame's value stack. ``async with lock:``
         # pushes it before awaiting ``acquire()``, so the lock being acquired is there too.
+        # Up to 3.13 the stack holds the bound method; 3.14's LOAD_SPECIAL keeps the function
+        # and the lock as two entries, the lock right after the function.
         found: List[Any] = []
         try:
             for obj, frame in self.chain:
                 for item in (obj, frame):
-                    for ref in gc.get_referents(item):
+                    refs = gc.get_referents(item)
+                    for index, ref in enumerate(refs):
                         owner = getattr(ref, "__self__", None)
                         if isinstance(owner, _LOCK_TYPES) and (
                             getattr(ref, "__name__", "") == "__aexit__"
                         ):
                             found.append(owner)
+                        elif index + 1 < len(refs) and _is_unbound_aexit_of(ref, refs[index + 1]):
+                            found.append(refs[index + 1])
         except Exception:
             return []
         if self.waits_on is not None:
@@ -289,6 +296,15 @@ class _TaskFacts:
         """A held lock as this task's code names it (``first (Lock)``), else its repr."""
         name = _user_name_for(self.chain, lock)
         return f"`{name}` ({type(lock).__name__})" if name else _safe_repr(lock, 120)
+
+
+def _is_unbound_aexit_of(function: Any, owner: Any) -> bool:
+    """Whether ``function`` is the plain ``__aexit__`` of ``owner``'s lock type (3.14+ stacks)."""
+    return (
+        isinstance(owner, _LOCK_TYPES)
+        and inspect.isfunction(function)
+        and getattr(type(owner), "__aexit__", None) is function
+    )
 
 
 def _find_cycles(edges: Dict[int, int]) -> List[List[int]]:

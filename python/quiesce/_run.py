@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Coroutine, Optional, TypeVar
+from typing import Any, Awaitable, Coroutine, Optional, TypeVar, cast
 
 from quiesce._loop import Loop
 
 T = TypeVar("T")
+
+if sys.version_info >= (3, 14):
+    #: What ``main`` may be: 3.14's ``asyncio.run`` accepts any awaitable, earlier ones a coroutine.
+    _Main = Awaitable[T]
+else:
+    _Main = Coroutine[Any, Any, T]
 
 #: The message ``asyncio.run`` gives a leftover task's exception when the task ended with one
 #: instead of being cancelled; kept as is so that handlers and log filters see the stock text.
@@ -24,7 +30,7 @@ _SHUTDOWN_MESSAGE = "unhandled exception during asyncio.run() shutdown"
 
 
 def run(
-    main: Coroutine[Any, Any, T],
+    main: _Main[T],
     *,
     seed: Optional[int] = None,
     clock: str = "virtual",
@@ -39,7 +45,9 @@ def run(
     default (``PYTHONASYNCIODEBUG``, ``-X dev``).
 
     As ``asyncio.run``: raises ``RuntimeError`` if an event loop is already running in this
-    thread and ``ValueError`` if ``main`` is not a coroutine; sets the loop as the current
+    thread; up to 3.13 raises ``ValueError`` if ``main`` is not a coroutine, from 3.14 on
+    accepts any awaitable and raises ``TypeError`` for anything else (after making the loop,
+    as 3.14 does); sets the loop as the current
     event loop while it runs; afterwards cancels the tasks still pending and waits for them
     (an exception other than the cancellation that one of them ends with goes to the loop's
     exception handler), shuts down asynchronous generators and the default executor, unsets
@@ -58,7 +66,7 @@ def run(
 if sys.version_info >= (3, 11):
 
     def _run_with_runner(
-        main: Coroutine[Any, Any, T], *, seed: Optional[int], clock: str, debug: Optional[bool]
+        main: _Main[T], *, seed: Optional[int], clock: str, debug: Optional[bool]
     ) -> T:
         """3.11+: ``asyncio.run`` is ``with Runner(debug=debug) as runner: runner.run(main)``.
 
@@ -75,7 +83,9 @@ if sys.version_info >= (3, 11):
 
         try:
             with asyncio.Runner(debug=debug, loop_factory=new_loop) as runner:
-                return runner.run(main)
+                # Runner.run takes what this interpreter's asyncio.run takes (any awaitable from
+                # 3.14); some typeshed versions still say coroutine only.
+                return cast(T, runner.run(cast(Any, main)))
         finally:
             if made:
                 asyncio.set_event_loop(None)
