@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import threading
 from typing import Callable, List
 
@@ -221,6 +222,35 @@ def test_watchdog_none_waits_like_stock(make_loop: Callable[..., quiesce.Loop]) 
 def test_bad_watchdog(value: object, error: type) -> None:
     with pytest.raises(error, match="watchdog"):
         quiesce.Loop(watchdog=value)  # type: ignore[arg-type]
+
+
+def test_who_awaits_a_task_is_named_from_3_14(loop: quiesce.Loop) -> None:
+    """3.14's awaited-by graph names what the await chain cannot: the caller of a gather() and
+    the parent of a TaskGroup, under the child. Before 3.14 the report is as it was."""
+    event = asyncio.Event()
+
+    async def gather_one() -> None:
+        child = asyncio.get_running_loop().create_task(wait_for(event), name="gathered")
+        await asyncio.gather(child)
+
+    async def group_of_one() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            group.create_task(wait_for(event), name="member")
+
+    loop.create_task(gather_one(), name="caller")
+    if sys.version_info >= (3, 11):
+        loop.create_task(group_of_one(), name="parent")
+    loop.run_until_blocked()
+    report = loop.report()
+    if sys.version_info >= (3, 14):
+        assert "\n  awaited by: Task 'caller'" in task_named(report, "gathered").description
+        assert "\n  awaited by: Task 'parent'" in task_named(report, "member").description
+        assert "awaited by" not in task_named(report, "caller").description
+    else:
+        assert "awaited by" not in str(report)
+    event.set()
+    loop.run_until_blocked()
+    assert not asyncio.all_tasks(loop)
 
 
 def test_report_from_inside_a_callback(loop: quiesce.Loop) -> None:

@@ -342,6 +342,29 @@ def sleepers_of(tasks: Iterable[asyncio.Task]) -> Dict[int, asyncio.Task]:
     return found
 
 
+def _awaited_by(task: asyncio.Task) -> str:
+    """Who awaits ``task``, from asyncio's awaited-by graph (3.14+): a TaskGroup's parent task, a
+    gather()'s or wait()'s caller, a task awaiting it directly. The await chain shows the other
+    direction only. Empty before 3.14 (reports there stay as they were), for a task nobody
+    awaits, and for a done one."""
+    capture = getattr(asyncio, "capture_call_graph", None)
+    if capture is None or task.done():
+        return ""
+    try:
+        graph = capture(task, depth=1)
+        edges = graph.awaited_by if graph is not None else ()
+        names = []
+        for edge in edges:
+            awaiter = edge.future
+            if isinstance(awaiter, asyncio.Task):
+                names.append(f"Task {awaiter.get_name()!r}")
+            else:
+                names.append(_safe_repr(awaiter, 80))
+    except Exception:
+        return ""
+    return ", ".join(sorted(dict.fromkeys(names), key=_natural_key))
+
+
 def _describe_callback(handle: Any) -> str:
     from asyncio import format_helpers
 
@@ -372,6 +395,9 @@ def build_report(loop: Loop) -> Report:
             holder = holders.get(id(fact.waits_on))
             who = f"Task {holder.name!r}" if holder is not None else "an unknown task"
             description += f"\n  the lock is held by {who}"
+        awaiters = _awaited_by(fact.task)
+        if awaiters:
+            description += f"\n  awaited by: {awaiters}"
         held = [fact.lock_text(lock) for lock in fact.entered if holders.get(id(lock)) is fact]
         reports.append(
             TaskReport(
