@@ -108,7 +108,7 @@ if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
     if [ "$conformance_status" -eq 0 ]; then
         echo "conformance (fast subset): ok, see .venvs/conformance-fast.md"
     else
-        echo "conformance (fast subset): FAILED, see the CHECK FAILED lines above and .venvs/conformance-fast.md"
+        echo "conformance (fast subset): FAILED, see the lines above (CHECK FAILED, or why it could not run) and .venvs/conformance-fast.md"
     fi
 fi
 [ "$failed" -eq 0 ] && [ "$conformance_status" -eq 0 ]

@@ -194,6 +194,15 @@ def run_all(args: argparse.Namespace) -> List[Tuple[str, str]]:
     for python in args.python:
         info = driver.probe(python)
         version = info["version"]
+        if "test_asyncio_error" in info:
+            minor = ".".join(version.split(".")[:2])
+            raise SystemExit(
+                f"{python}: CPython's own test suite is not installed for this interpreter "
+                f"(import test.test_asyncio: {info['test_asyncio_error']}), and the conformance "
+                "run is that suite. pyenv and python.org builds include it; on Debian or Ubuntu "
+                f"install it with `apt install libpython{minor}-testsuite`. Or leave conformance "
+                "out: QUIESCE_CONFORMANCE=0 bash scripts/test.sh."
+            )
         for mode in modes:
             if mode != "stock" and "quiesce" not in info:
                 raise SystemExit(

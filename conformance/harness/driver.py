@@ -282,7 +282,8 @@ class ModuleRun:
 
 
 def probe(python: str) -> Dict[str, Any]:
-    """Interpreter version and whether quiesce imports there (run in the target python)."""
+    """Interpreter version, and whether quiesce and CPython's test.test_asyncio import there
+    (run in the target python)."""
     code = (
         "import json, platform, sys\n"
         "info = {'version': platform.python_version(), 'executable': sys.executable}\n"
@@ -292,6 +293,10 @@ def probe(python: str) -> Dict[str, Any]:
         "    info['quiesce_file'] = quiesce.__file__\n"
         "except Exception as exc:\n"
         "    info['quiesce_error'] = repr(exc)\n"
+        "try:\n"
+        "    import test.test_asyncio\n"
+        "except Exception as exc:\n"
+        "    info['test_asyncio_error'] = repr(exc)\n"
         "print(json.dumps(info))\n"
     )
     out = subprocess.run(
