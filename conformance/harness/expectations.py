@@ -58,6 +58,33 @@ EXPECTED: List[Tuple[Tuple[str, ...], str, str, Triage]] = [
             "real one, stays at 0.01 because nothing needed to wait",
         ),
     ),
+    (
+        ("real", "virtual"),
+        "*",
+        "test_events.*.test_call_soon_threadsafe_handle_block_*",
+        Triage(
+            DOCUMENTED,
+            "3.14+: asserts that call_soon_threadsafe returns an events._ThreadSafeHandle and "
+            "that its cancel()/cancelled(), called from another thread while the callback "
+            "runs, wait for the callback to finish. quiesce returns its native Handle (not an "
+            "asyncio.Handle subclass), whose cancel()/cancelled() return at once; the "
+            "assertion fails in the thread, which never stops the loop, so the loop reports a "
+            "Deadlock",
+        ),
+    ),
+    (
+        ("real", "virtual"),
+        "*",
+        "test_events.*.test_call_soon_threadsafe_handle_cancel_other_thread",
+        Triage(
+            DOCUMENTED,
+            "3.14+: asserts that call_soon_threadsafe returns an events._ThreadSafeHandle "
+            "(quiesce returns its native Handle); the assertion fails in the thread before it "
+            "sets the threading.Event that the loop thread is blocked on inside a callback, so "
+            "the test never ends (on stock too, were the assertion to fail)",
+            hangs=True,
+        ),
+    ),
 ]
 
 
