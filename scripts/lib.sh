@@ -19,7 +19,8 @@ find_python() {  # newest patch release of CPython $1: pyenv first, then PATH
 SUPPORTED_PYTHONS="3.9 3.10 3.11 3.12 3.13 3.14 3.15"
 
 # find_pythons "WANTED MINORS" "REQUIRED MINORS": sets the array `pythons` to the wanted
-# interpreters found, and `missing_pythons` to the wanted ones that were not. A required one
+# interpreters found (`found_versions`: their versions), and `missing_pythons` to the wanted
+# ones that were not. A required one
 # that is missing is an error (CI requires all; a developer's machine needs only one), and so
 # is finding none at all.
 find_pythons() {
@@ -43,7 +44,9 @@ find_pythons() {
             "or name the ones you have in QUIESCE_PYTHONS (for example QUIESCE_PYTHONS=\"3.12\")" >&2
         exit 1
     fi
-    echo "== CPython found: $(for py in "${pythons[@]}"; do "$py" -c 'import platform; print(platform.python_version(), end=" ")'; done)"
+    found_versions=$(for py in "${pythons[@]}"; do "$py" -c 'import platform; print(platform.python_version(), end=" ")'; done)
+    found_versions=${found_versions% }
+    echo "== CPython found: $found_versions"
     if [ ${#missing_pythons[@]} -gt 0 ]; then
         echo "note: not found, so not tested: CPython ${missing_pythons[*]}" \
             "(set QUIESCE_REQUIRED_PYTHONS to make a missing one an error)"

@@ -40,7 +40,6 @@ build_wheels "${pythons[@]}"
 
 passed=0; failed=0; skipped=0
 venvs=()
-tested_versions=$(for py in "${pythons[@]}"; do "$py" -c 'import platform; print(platform.python_version(), end=" ")'; done)
 for py in "${pythons[@]}"; do
     venv=$(venv_with_wheel "$py")
     venvs+=("$venv")
@@ -100,7 +99,7 @@ if [ "${QUIESCE_CONFORMANCE:-1}" != "0" ]; then
     set -e
 fi
 
-echo "quiesce: $passed passed, $failed failed, $skipped skipped (CPython tested: ${tested_versions% })"
+echo "quiesce: $passed passed, $failed failed, $skipped skipped (CPython tested: $found_versions)"
 if [ ${#missing_pythons[@]} -gt 0 ]; then
     echo "not tested (not found): CPython ${missing_pythons[*]}"
 fi

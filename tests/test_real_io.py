@@ -10,6 +10,7 @@ hang, not timings: the runs they guard take milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import signal
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, AsyncIterator, Callable, Iterator, List, Tuple
 from unittest import mock
 
 import aiohttp
@@ -47,6 +48,25 @@ def run_timed(loop: quiesce.Loop, main: Any) -> Tuple[Any, float]:
 
 
 # -- servers in this process --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def idle_loopback_connection() -> AsyncIterator[asyncio.StreamWriter]:
+    """A server of this loop on loopback and an open, idle client connection to it (its
+    writer); everything is closed on the way out."""
+    accepted: List[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield writer
+    finally:
+        for served in accepted:
+            served.close()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
 
 
 def test_aiohttp_test_client_route_and_timeout_take_virtual_time(loop: quiesce.Loop) -> None:
@@ -195,22 +215,10 @@ def test_idle_connection_does_not_trip_the_watchdog_before_a_timer(
     other: the clock jumps to it."""
     loop = make_loop(watchdog=3)
 
-    accepted: List[asyncio.StreamWriter] = []
-
     async def main() -> float:
-        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with idle_loopback_connection():
             await asyncio.sleep(10)
             return loop.time()
-        finally:
-            for served in accepted:
-                served.close()
-            writer.close()
-            await writer.wait_closed()
-            server.close()
-            await server.wait_closed()
 
     now, wall = run_timed(loop, main())
     assert now == pytest.approx(10.0)
@@ -223,22 +231,11 @@ def test_a_connection_whose_reading_is_paused_is_still_in_process(loop: quiesce.
     long sleep is a jump, not an hour of real time."""
 
     async def main() -> float:
-        server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.transport.pause_reading()  # type: ignore[attr-defined]
-        try:
+        async with idle_loopback_connection() as writer:
+            writer.transport.pause_reading()  # type: ignore[attr-defined]
             await asyncio.sleep(3600)
             return loop.time()
-        finally:
-            for served in accepted:
-                served.close()
-            writer.close()
-            await writer.wait_closed()
-            server.close()
-            await server.wait_closed()
 
-    accepted: List[asyncio.StreamWriter] = []
     now, wall = run_timed(loop, main())
     assert now == pytest.approx(3600.0)
     assert wall < WALL_BOUND

@@ -252,14 +252,15 @@ def watched_descriptors(loop: Loop) -> List[WatchedDescriptor]:
             found.append((key, *seen))
     # This loop's transports whose reading is paused are not watched, but are still its own.
     watched = {key.fd for key, _, _, _ in found}
-    unwatched = [
-        seen[0]
-        for fd in list(getattr(loop, "_transports", None) or ())
-        if isinstance(fd, int) and fd not in watched and fd != own
-        for seen in (described(fd),)
-        if seen is not None
-    ]
-    for stale in set(cache) - watched - set(getattr(loop, "_transports", None) or ()):
+    transports = {
+        fd for fd in list(getattr(loop, "_transports", None) or ()) if isinstance(fd, int)
+    }
+    unwatched: List[Optional[_SocketFacts]] = []
+    for fd in transports - watched - {own}:
+        seen = described(fd)
+        if seen is not None:
+            unwatched.append(seen[0])
+    for stale in set(cache) - watched - transports:
         del cache[stale]
 
     # The addresses of this loop's own sockets: a connection to one of them is in-process.

@@ -357,7 +357,7 @@ def _awaited_by(task: asyncio.Task) -> str:
         for edge in edges:
             awaiter = edge.future
             if isinstance(awaiter, asyncio.Task):
-                names.append(f"Task {awaiter.get_name()!r}")
+                names.append(f"Task {_task_name(awaiter)!r}")
             else:
                 names.append(_safe_repr(awaiter, 80))
     except Exception:
