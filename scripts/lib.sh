@@ -100,13 +100,16 @@ venv_with_wheel() {
 # recipe added. Each flavour is an exact, complete pin set per interpreter tag: pa1 is the
 # newest pytest-asyncio 1.x for that Python (with anyio), pa0 the 0.2x line still common on 3.9.
 # (pytest-asyncio 1.5 needs pytest >= 8.4, hence pytest 9 on cp313.)
+# Every flavour also has pytest-aiohttp (a plugin built on pytest-asyncio) and its aiohttp.
+AIOHTTP_PINS_CP39="pytest-aiohttp==1.1.1 aiohappyeyeballs==2.6.1 aiohttp==3.13.5 aiosignal==1.4.0 async-timeout==5.0.1 attrs==26.1.0 frozenlist==1.8.0 multidict==6.7.1 propcache==0.4.1 yarl==1.22.0"
+AIOHTTP_PINS_CP313="pytest-aiohttp==1.1.1 aiohappyeyeballs==2.7.1 aiohttp==3.14.5 aiosignal==1.4.0 attrs==26.1.0 frozenlist==1.8.0 multidict==7.2.1 propcache==0.5.4 yarl==1.25.1"
 interop_pins() {  # interop_pins TAG FLAVOUR: the requirements, or nothing if that pair is not pinned
     case "$1-$2" in
-        cp39-pa1) echo "pytest==8.3.5 pytest-asyncio==1.2.0 anyio==4.12.1 backports.asyncio.runner==1.2.0 exceptiongroup==1.3.2 idna==3.20 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0" ;;
-        cp39-pa0) echo "pytest==7.4.4 pytest-asyncio==0.21.2 exceptiongroup==1.3.2 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0" ;;
-        cp313-pa1) echo "pytest==9.2.0 pytest-asyncio==1.5.0 anyio==4.16.0 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 Pygments==2.21.0 typing_extensions==4.16.0" ;;
-        cp313-pa0) echo "pytest==8.3.5 pytest-asyncio==0.23.8 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0" ;;
-        cp314-pa1 | cp315-pa1) echo "pytest==9.2.0 pytest-asyncio==1.5.0 anyio==4.16.0 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 Pygments==2.21.0 typing_extensions==4.16.0" ;;
+        cp39-pa1) echo "pytest==8.3.5 pytest-asyncio==1.2.0 anyio==4.12.1 backports.asyncio.runner==1.2.0 exceptiongroup==1.3.2 idna==3.20 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0 $AIOHTTP_PINS_CP39" ;;
+        cp39-pa0) echo "pytest==7.4.4 pytest-asyncio==0.21.2 exceptiongroup==1.3.2 idna==3.20 iniconfig==2.1.0 packaging==26.3 pluggy==1.6.0 tomli==2.5.0 typing_extensions==4.16.0 $AIOHTTP_PINS_CP39" ;;
+        cp313-pa1) echo "pytest==9.2.0 pytest-asyncio==1.5.0 anyio==4.16.0 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 Pygments==2.21.0 typing_extensions==4.16.0 $AIOHTTP_PINS_CP313" ;;
+        cp313-pa0) echo "pytest==8.3.5 pytest-asyncio==0.23.8 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 $AIOHTTP_PINS_CP313" ;;
+        cp314-pa1 | cp315-pa1) echo "pytest==9.2.0 pytest-asyncio==1.5.0 anyio==4.16.0 idna==3.20 iniconfig==2.3.1 packaging==26.4 pluggy==1.7.0 Pygments==2.21.0 typing_extensions==4.16.0 $AIOHTTP_PINS_CP313" ;;
         # No pa0 from 3.14 on: pytest-asyncio 0.23 errors at collection there, quiesce or not
         # (it calls asyncio.iscoroutinefunction, which 3.14 deprecates).
     esac
@@ -183,6 +186,7 @@ run_interop_recipes() {
     run_interop "$venv" anyio_suite anyio anyio
     run_interop "$venv" coexist - coexist-strict
     run_interop "$venv" coexist - coexist-auto -o quiesce_mode=auto
+    run_interop "$venv" auto_mode - pytest-asyncio-auto-mode
     venv=$(interop_venv "$py" pa0)
     if [ -z "$venv" ]; then
         echo "note: no pytest-asyncio 0.2x pins for $("$py" --version); skipping that flavour"
@@ -190,4 +194,5 @@ run_interop_recipes() {
     fi
     run_interop "$venv" asyncio_suite pytest_asyncio_0 pytest-asyncio-0
     run_interop "$venv" coexist - coexist-strict
+    run_interop "$venv" auto_mode - pytest-asyncio-auto-mode
 }

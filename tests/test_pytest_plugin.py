@@ -459,7 +459,10 @@ def test_wider_scoped_async_fixture_is_refused(pytester: pytest.Pytester) -> Non
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*requested the async fixture 'shared' with scope='module'*function-scoped*"]
+        [
+            "*requests the async fixture(s) 'shared' (scope='module'), which would run on another "
+            "event loop*function-scoped*"
+        ]
     )
 
 
@@ -722,19 +725,59 @@ def test_marker_runs_explores_a_passing_test(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
-def test_exploring_a_test_that_requests_the_loop_is_an_error(pytester: pytest.Pytester) -> None:
+EXPLORED_LOOP_TEST = """
+import asyncio
+import pytest
+import quiesce
+
+loops = []
+
+@pytest.fixture
+async def worker_loop(quiesce_loop):
+    yield quiesce_loop
+
+@pytest.mark.quiesce{marker}
+async def test_it(quiesce_loop, worker_loop):
+    assert quiesce_loop is asyncio.get_running_loop() is worker_loop
+    loops.append(quiesce_loop)
+
+def test_each_run_had_its_own_loop():
+    assert len(loops) == {runs} and len(set(map(id, loops))) == {runs}
+    assert all(loop.is_closed() for loop in loops)
+"""
+
+
+@pytest.mark.parametrize(
+    "marker, args", [("(runs=4)", ()), ("", ("--quiesce-runs=4",))], ids=["marker", "option"]
+)
+def test_an_explored_test_gets_each_runs_loop_as_quiesce_loop(
+    pytester: pytest.Pytester, marker: str, args: Any
+) -> None:
+    result = run(pytester, EXPLORED_LOOP_TEST.format(marker=marker, runs=4), *args)
+    result.assert_outcomes(passed=2)
+
+
+def test_a_sync_fixture_cannot_take_the_loop_of_an_explored_test(
+    pytester: pytest.Pytester,
+) -> None:
     result = run(
         pytester,
         """
         import pytest
 
+        @pytest.fixture
+        def uses_loop(quiesce_loop):
+            return quiesce_loop
+
         @pytest.mark.quiesce(runs=3)
-        async def test_it(quiesce_loop):
+        async def test_it(uses_loop):
             pass
         """,
     )
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*every run gets a fresh loop*"])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*the sync fixture 'uses_loop' cannot take 'quiesce_loop'. Make 'uses_loop' an async*"]
+    )
 
 
 # -- quiesce.EventLoopPolicy -------------------------------------------------------------------
@@ -899,7 +942,7 @@ def test_a_sync_fixture_cannot_take_an_async_fixture_under_exploration(
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*the sync fixture 'wrapper' cannot use the async fixture(s) 'client'*"]
+        ["*the sync fixture 'wrapper' cannot take 'client'. Make 'wrapper' an async fixture*"]
     )
 
 

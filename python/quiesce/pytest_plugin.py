@@ -25,7 +25,6 @@ Tests that other plugins own (pytest-asyncio's ``asyncio`` marker, anyio's ``any
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import inspect
 import math
@@ -34,6 +33,8 @@ from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Set
 
 import pytest
 
+from quiesce import _pytest_asyncio_interop as pytest_asyncio_interop
+from quiesce import _pytest_fixtures as fixtures
 from quiesce._errors import BudgetExceeded, Deadlock
 from quiesce._explore import STRATEGIES, ExplorationFailed, explore, replay
 from quiesce._loop import (
@@ -44,7 +45,7 @@ from quiesce._loop import (
     _current_loop,
     _set_current_loop,
 )
-from quiesce._teardown import cancel_and_shut_down, finalizer_tasks, run_bounded
+from quiesce._teardown import cancel_and_shut_down, finalizer_tasks
 
 #: ``--quiesce-policy`` and ``@pytest.mark.quiesce(policy=...)`` values.
 POLICIES = STRATEGIES
@@ -274,6 +275,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
 
 
+# The name must start with "pytest_" for pytest to look at it (pytest-dev/pytest#11307).
+@pytest.hookimpl(hookwrapper=True, specname="pytest_runtest_setup")
+def pytest_runtest_setup_without_pytest_asyncio_loops(item: pytest.Item) -> Iterator[None]:
+    """While a quiesce test's fixtures are set up, pytest-asyncio's collection-time fixture
+    wrappers (0.21 to 0.26) do not take the event loop fixture it added to them."""
+    if not item.stash.get(_CLAIMED_KEY, False):
+        yield
+        return
+    with pytest_asyncio_interop.InjectedArgumentsRemoved(item):
+        yield
+
+
 # -- which tests are ours ----------------------------------------------------------------------
 
 
@@ -332,10 +345,22 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
     """Gives back auto-claimed tests that another plugin has marked since they were
-    collected."""
-    for item in items:
-        if item.stash.get(_AUTO_KEY, False) and _other_plugin_owner(item) is not None:
-            _release(item)
+    collected, and takes back tests marked ``@pytest.mark.quiesce`` from pytest-asyncio's
+    auto mode (which marks every async test ``asyncio``)."""
+    for index, item in enumerate(items):
+        if item.stash.get(_AUTO_KEY, False):
+            if _other_plugin_owner(item) is not None:
+                _release(item)
+        elif (
+            item.stash.get(_CLAIMED_KEY, False)
+            and item.get_closest_marker("asyncio") is not None
+            and pytest_asyncio_interop.quiesce_mark_wins(item)
+        ):
+            plain = pytest_asyncio_interop.take_back(item)
+            for key in (_CLAIMED_KEY, _ADDED_FIXTURE_KEY):
+                if key in item.stash:
+                    plain.stash[key] = item.stash[key]
+            items[index] = plain
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -398,12 +423,15 @@ def quiesce_loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
         other = _other_plugin_owner(item)
         if other is not None:
             pytest.fail(
-                f"{item.nodeid} is marked @pytest.mark.quiesce but also claimed by {other}: "
-                "two plugins cannot both run it. Remove one of them (pytest-asyncio's "
-                "asyncio_mode=auto marks every async test; use asyncio_mode=strict, or run "
-                "pytest-asyncio itself on quiesce: see the interop recipes).",
+                f"{item.nodeid} is marked @pytest.mark.quiesce but also claimed by {other} "
+                "(on the test, its class or its module): two plugins cannot both run it. "
+                "Remove one of them. (pytest-asyncio's auto mode alone is no conflict: "
+                "@pytest.mark.quiesce wins over it.)",
                 pytrace=False,
             )
+        problem = _foreign_loop_problems(item)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
     options = _marker_options(item)
     seed_source: Optional[str] = None
     if options["seed"] is not None:
@@ -527,166 +555,88 @@ def _explores(item: pytest.Item) -> bool:
     )
 
 
-class _PerRunFixture:
-    """Stands in for an async fixture's value while a test is explored: the fixture is set up
-    anew inside every run, on that run's loop, and torn down at the end of the run."""
-
-    def __init__(self, name: str, func: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
-        self.name = name
-        self.func = func
-        self.kwargs = kwargs
-
-    def __repr__(self) -> str:
-        return f"<async fixture {self.name!r}, set up in each exploration run>"
-
-
-def _per_run_fixture(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def placeholder(**kwargs: Any) -> _PerRunFixture:
-        return _PerRunFixture(name, func, kwargs)
-
-    return placeholder
-
-
-def _refuse_per_run_values(fixturedef: Any, request: Any, item: pytest.Item) -> None:
-    """Fails the test if the sync fixture about to be set up takes an async fixture's value,
-    which under exploration only exists inside each run."""
-    async_args = [
-        argname
-        for argname in fixturedef.argnames
-        if argname != "request" and isinstance(request.getfixturevalue(argname), _PerRunFixture)
-    ]
-    if async_args:
-        pytest.fail(
-            f"{item.nodeid} is explored (each run on a fresh loop), so its async fixtures "
-            f"are set up inside each run; the sync fixture {fixturedef.argname!r} cannot use "
-            f"the async fixture(s) {', '.join(map(repr, async_args))}. Make "
-            f"{fixturedef.argname!r} async too.",
-            pytrace=False,
-        )
-
-
-async def _run_with_fixtures(test: Callable[..., Any], testargs: Dict[str, Any]) -> Any:
-    """One exploration run of ``test``: sets up its async fixtures (and theirs) on this run's
-    loop, runs it, and tears the async generator fixtures down, last first."""
-    values: Dict[int, Any] = {}
-    generators: List[Tuple[str, Any]] = []
-
-    async def resolve(value: Any) -> Any:
-        if not isinstance(value, _PerRunFixture):
-            return value
-        if id(value) not in values:
-            kwargs = {key: await resolve(arg) for key, arg in value.kwargs.items()}
-            if inspect.isasyncgenfunction(getattr(value.func, "__func__", value.func)):
-                agen = value.func(**kwargs)
-                values[id(value)] = await agen.__anext__()
-                generators.append((value.name, agen))
-            else:
-                values[id(value)] = await value.func(**kwargs)
-        return values[id(value)]
-
-    try:
-        args = {key: await resolve(value) for key, value in testargs.items()}
-        return await test(**args)
-    finally:
-        for name, agen in reversed(generators):
-            try:
-                await agen.__anext__()
-            except StopAsyncIteration:
-                continue
-            await agen.aclose()
-            raise RuntimeError(f"async fixture {name!r} yielded more than once")
-
-
-def _is_async_fixture(func: Any) -> bool:
-    func = getattr(func, "__func__", func)
-    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-
-
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_fixture_setup(fixturedef: Any, request: Any) -> Iterator[None]:
-    """Runs the plain ``async def`` fixtures that a quiesce test requests on its loop."""
+    """Runs the ``async def`` fixtures that a quiesce test requests on its loop: plain
+    pytest ones and pytest-asyncio's (``@pytest_asyncio.fixture``, every async fixture in its
+    auto mode, plugins built on it such as pytest-aiohttp) alike."""
     func = fixturedef.func
     item = getattr(request, "_pyfuncitem", None)
     if (
         item is None
         or not item.stash.get(_CLAIMED_KEY, False)
-        or getattr(getattr(func, "__func__", func), "_force_asyncio_fixture", False)
         or "anyio_backend" in request.fixturenames
     ):
         yield
         return
-    if not _is_async_fixture(func):
+    run = item.stash.get(RUN_KEY, None)
+    original = pytest_asyncio_interop.original_fixture_function(func)
+    if not fixtures.is_async_fixture(original):
         if _explores(item):
-            _refuse_per_run_values(fixturedef, request, item)
-        yield
-        return
-    if fixturedef.scope != "function":
-        pytest.fail(
-            f"{item.nodeid} requested the async fixture {fixturedef.argname!r} with "
-            f"scope={fixturedef.scope!r}, but a quiesce test runs on a fresh loop of its own: "
-            "its async fixtures must be function-scoped.",
-            pytrace=False,
+            outer_loop = run.loop if run is not None else None
+            fixtures.refuse_per_run_values(fixturedef, request, item, outer_loop)
+        if not pytest_asyncio_interop.is_marked_fixture(func):
+            yield
+            return
+        fixturedef.func = fixtures.without_loop_of_its_own(func, request)
+    elif fixturedef.scope != "function":  # pragma: no cover - refused by quiesce_loop first
+        pytest.fail(_wide_scope_message(item, [fixturedef]), pytrace=False)
+    elif _explores(item):
+        fixturedef.func = fixtures.per_run_fixture(
+            fixturedef.argname, fixtures.bound_fixture(original, request)
         )
-    if _explores(item):
-        fixturedef.func = _per_run_fixture(fixturedef.argname, _bound_fixture(func, request))
     else:
-        loop: Loop = request.getfixturevalue("quiesce_loop")
-        fixturedef.func = _synchronous_fixture(func, loop, request)
+        request.getfixturevalue("quiesce_loop")  # sets up the loop (and RUN_KEY) first
+        run = item.stash[RUN_KEY]
+        fixturedef.func = fixtures.on_loop(
+            original,
+            run.loop,
+            request,
+            max_steps=run.options["max_steps"],
+            excused_tasks=run.excused_tasks,
+        )
     try:
         yield
     finally:
         fixturedef.func = func
 
 
-def _bound_fixture(func: Any, request: Any) -> Any:
-    """``func``, bound to this test's instance if it is a fixture defined in a test class."""
-    instance = request.instance
-    if instance is not None and inspect.ismethod(func):
-        if type(func.__self__) is type(instance):
-            return func.__func__.__get__(instance)
-    return func
+def _wide_scope_message(item: pytest.Item, fixturedefs: List[Any]) -> str:
+    shown = ", ".join(f"{d.argname!r} (scope={d.scope!r})" for d in fixturedefs)
+    return (
+        f"{item.nodeid} runs on a fresh quiesce loop of its own, but requests the async "
+        f"fixture(s) {shown}, which would run on another event loop, shared with other "
+        "tests. Make them function-scoped (the default), or leave this test to the plugin "
+        "that owns that loop (remove @pytest.mark.quiesce)."
+    )
 
 
-def _synchronous_fixture(func: Any, loop: Loop, request: Any) -> Callable[..., Any]:
-    name = request.fixturename
-    max_steps = request.node.stash[RUN_KEY].options["max_steps"]
-
-    def run(awaitable: Any, when: str) -> Any:
-        __tracebackhide__ = True
-        try:
-            return run_bounded(loop, awaitable, max_time=None, max_steps=max_steps)
-        except (Deadlock, BudgetExceeded) as exc:
-            request.node.stash[RUN_KEY].excused_tasks.update(asyncio.all_tasks(loop))
-            raise exc.while_doing(f"in the {when} of async fixture {name!r}") from None
-
-    if inspect.isasyncgenfunction(getattr(func, "__func__", func)):
-
-        @functools.wraps(func)
-        def asyncgen_fixture(**kwargs: Any) -> Any:
-            agen = _bound_fixture(func, request)(**kwargs)
-            value = run(agen.__anext__(), "setup")
-
-            def finalize() -> None:
-                if loop.is_closed():  # pragma: no cover - the test closed its own loop
-                    return
-                try:
-                    run(agen.__anext__(), "teardown")
-                except StopAsyncIteration:
-                    return
-                run(agen.aclose(), "teardown")
-                pytest.fail(f"async fixture {name!r} yielded more than once", pytrace=False)
-
-            request.addfinalizer(finalize)
-            return value
-
-        return asyncgen_fixture
-
-    @functools.wraps(func)
-    def coroutine_fixture(**kwargs: Any) -> Any:
-        return run(_bound_fixture(func, request)(**kwargs), "setup")
-
-    return coroutine_fixture
+def _foreign_loop_problems(item: pytest.Item) -> Optional[str]:
+    """Why ``item``'s fixtures cannot all run on its quiesce loop, or None: an async fixture
+    of a wider scope than the test (set up once on another loop, maybe by another test), or a
+    request for one of pytest-asyncio's event loops."""
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    if fixtureinfo is None:  # pragma: no cover - not a Function item
+        return None
+    active = [defs[-1] for defs in fixtureinfo.name2fixturedefs.values() if defs]
+    wide = [
+        fixturedef
+        for fixturedef in active
+        if fixturedef.scope != "function"
+        and fixtures.is_async_fixture(
+            pytest_asyncio_interop.original_fixture_function(fixturedef.func)
+        )
+    ]
+    if wide:
+        return _wide_scope_message(item, wide)
+    loops = pytest_asyncio_interop.loop_fixtures_requested(item, active)
+    if loops:
+        return (
+            f"{item.nodeid} runs on its quiesce loop, but asks for pytest-asyncio's event "
+            f"loop: {', '.join(loops)}. That loop is not the one the test runs on: use "
+            "asyncio.get_running_loop() in async code, or the quiesce_loop fixture."
+        )
+    return None
 
 
 # -- running the tests -------------------------------------------------------------------------
@@ -725,16 +675,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
             raise
         return True
 
-    if "quiesce_loop" in pyfuncitem._fixtureinfo.argnames:
-        pytest.fail(
-            f"{pyfuncitem.nodeid} requests the quiesce_loop fixture, but under "
-            "--quiesce-runs / runs=N / --quiesce-replay every run gets a fresh loop: use "
-            "asyncio.get_running_loop() in the test instead.",
-            pytrace=False,
-        )
-
     def make() -> Any:
-        return _run_with_fixtures(testfunction, testargs)
+        return fixtures.run_with_fixtures(testfunction, testargs, run.loop)
 
     # quiesce.explore names the test in its replay hint: name it after the test.
     make.__name__ = getattr(testfunction, "__name__", pyfuncitem.name)
