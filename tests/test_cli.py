@@ -306,6 +306,7 @@ def test_explore_command_line() -> None:
         "--quiesce-runs=50",
         "--quiesce-policy=pct",
         "--quiesce-seed=7",
+        "--quiesce-override=runs,policy,seed",
     ]
 
 
@@ -318,7 +319,7 @@ def test_explore_defaults_and_pytest_arguments_pass_through() -> None:
         "t.py::test_a",
         "--quiesce-mode=auto",
         "--quiesce-runs=3",
-        "--quiesce-policy=auto",
+        "--quiesce-override=runs",
         "-x",
         "-k",
         "slow",
@@ -326,8 +327,7 @@ def test_explore_defaults_and_pytest_arguments_pass_through() -> None:
     ]
     assert pytest_command(["explore", "t.py::test_a"])[4:] == [
         "--quiesce-mode=auto",
-        "--quiesce-runs=100",
-        "--quiesce-policy=auto",
+        "--quiesce-runs=200",
     ]
 
 
@@ -356,6 +356,7 @@ def test_command_builders() -> None:
         "--quiesce-runs=2",
         "--quiesce-policy=dfs",
         "--quiesce-seed=0",
+        "--quiesce-override=runs,policy,seed",
         "-s",
     ]
     assert replay_command("t.py::x", "q1-A")[3:] == [

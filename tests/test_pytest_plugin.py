@@ -375,7 +375,114 @@ def test_seed_option_reaches_the_loop_and_the_marker_wins(pytester: pytest.Pytes
     )
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
-        ["seed: 7 (from --quiesce-seed; rerun: pytest '*::test_fails' --quiesce-seed=7)"]
+        [
+            "quiesce: mode=strict, seed=7",
+            "*",
+            "seed: 7 (from --quiesce-seed)",
+            "rerun exactly: pytest '*::test_fails' --quiesce-seed=7",
+        ]
+    )
+
+
+def test_a_failing_test_in_stock_order_prints_its_rerun_line(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import pytest
+
+        async def test_unmarked_fails():
+            assert False
+        """,
+        "--quiesce-mode=auto",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "seed: None (first in, first out)",
+            "rerun exactly: pytest '*::test_unmarked_fails' --quiesce-mode=auto",
+        ]
+    )
+
+
+def test_failure_tracebacks_show_no_frames_of_quiesce(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, pytest
+
+        async def helper():
+            await asyncio.sleep(1)
+            raise ValueError("boom")
+
+        @pytest.fixture
+        async def resource():
+            yield 1
+
+        @pytest.mark.quiesce
+        async def test_once(resource):
+            await helper()
+
+        @pytest.mark.quiesce(runs=3)
+        async def test_explored(resource):
+            await helper()
+        """,
+    )
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    assert text.count('raise ValueError("boom")') == 2
+    frames = [line for line in text.splitlines() if re.search(r"quiesce[/\\]\w+\.py", line)]
+    assert frames == [], frames
+
+
+def test_a_passing_exploration_says_what_it_ran(pytester: pytest.Pytester) -> None:
+    source = """
+        import asyncio, pytest
+
+        @pytest.mark.quiesce(runs=30, policy="random", seed=4)
+        async def test_explored():
+            async def step():
+                await asyncio.sleep(0)
+            await asyncio.gather(step(), step(), step())
+        """
+    result = run(pytester, source, "-v", "-rA")
+    result.assert_outcomes(passed=1)
+    summary = r"30 schedule\(s\), \d+ distinct, none failed \(policy random, seed 4\)"
+    result.stdout.re_match_lines(
+        [
+            r".*::test_explored PASSED \(" + summary + r"\).*",
+            r"quiesce.explore: 30 run\(s\) passed \(random, seed 4\); \d+ distinct .*",
+            r"=+ quiesce =+",
+            r".*::test_explored: " + summary,
+        ]
+    )
+
+
+def test_override_lets_the_command_line_win_over_the_marker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+        import pytest
+
+        runs = []
+
+        @pytest.mark.quiesce(runs=3, seed=1)
+        async def test_explored():
+            runs.append(1)
+
+        def test_count():
+            assert len(runs) == int(__import__("os").environ["EXPECTED_RUNS"])
+        """
+    pytester.makepyfile(source)
+    for args, expected in (((), 3), (("--quiesce-override=runs",), 9)):
+        monkeypatch.setenv("EXPECTED_RUNS", str(expected))
+        result = pytester.runpytest(
+            *PLUGIN_ARGS, "-p", "no:cacheprovider", "--quiesce-runs=9", *args
+        )
+        result.assert_outcomes(passed=2)
+    result = pytester.runpytest(*PLUGIN_ARGS, "--quiesce-override=runs,speed")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--quiesce-override takes names among runs, policy, seed*'speed'*"]
     )
 
 

@@ -121,6 +121,39 @@ def test_lock_taken_without_async_with_has_an_unknown_holder(loop: quiesce.Loop)
     lock.release()
 
 
+def test_cycle_names_the_coroutine_each_task_waits_in(loop: quiesce.Loop) -> None:
+    class Service:
+        def __init__(self) -> None:
+            self.names, self.audit_log = asyncio.Lock(), asyncio.Lock()
+
+        async def rename(self) -> None:
+            async with self.names:
+                await asyncio.sleep(1)
+                async with self.audit_log:
+                    pass
+
+        async def audit(self) -> None:
+            async with self.audit_log:
+                await asyncio.sleep(1)
+                async with self.names:
+                    pass
+
+    async def main() -> None:
+        service = Service()
+        await asyncio.gather(service.rename(), service.audit())
+
+    with pytest.raises(quiesce.Deadlock) as excinfo:
+        loop.run_until_complete(main())
+    message = str(excinfo.value)
+    cycle_line = next(line for line in message.splitlines() if line.startswith("cycle:"))
+    assert re.fullmatch(
+        r"cycle: 'Task-\d+' in test_cycle_names_the_coroutine_each_task_waits_in\.<locals>"
+        r"\.Service\.(rename|audit) -> 'Task-\d+' in .*\.Service\.(rename|audit) -> "
+        r"'Task-\d+' \(each waits for the next: a lock it holds, or its end\)",
+        cycle_line,
+    ), cycle_line
+
+
 def test_lock_order_deadlock_is_named_as_a_cycle(loop: quiesce.Loop) -> None:
     first, second = asyncio.Lock(), asyncio.Lock()
 
@@ -137,7 +170,8 @@ def test_lock_order_deadlock_is_named_as_a_cycle(loop: quiesce.Loop) -> None:
     assert error.report is not None
     assert error.report.cycles == (("auditor", "payer"),)
     message = str(error)
-    assert "cycle: 'auditor' -> 'payer' -> 'auditor'" in message
+    assert error.report.cycle_coroutines == (("transfer", "transfer"),)
+    assert "cycle: 'auditor' in transfer -> 'payer' in transfer -> 'auditor'" in message
     assert "awaiting: asyncio.gather() of 2 awaitable(s), 2 still pending: " in message
     assert task_named(error.report, "payer").holds == ("`first` (Lock)",)
     assert sorted(task.get_name() for task in error.tasks)[1:] == ["auditor", "payer"]

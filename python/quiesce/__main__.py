@@ -20,15 +20,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import quiesce
 from quiesce._errors import Deadlock
-from quiesce._explore import STRATEGIES
+from quiesce._explore import DEFAULT_RUNS, STRATEGIES
 from quiesce._loop import _CLOCKS
 from quiesce._policy import use_quiesce_loops
 
 PROG = "python -m quiesce"
-
-
-#: How many runs ``explore`` asks for when ``--runs`` is not given.
-DEFAULT_RUNS = 100
 
 
 def _seed(text: str) -> int:
@@ -111,9 +107,10 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
         "explore",
         help="run a pytest test under many schedules (the quiesce pytest plugin)",
         description=(
-            "Runs python -m pytest TEST_ID --quiesce-runs=N --quiesce-policy=P "
-            "[--quiesce-seed=S] [PYTEST_ARGS...] and exits with pytest's status. Arguments "
-            "other than the ones below are passed on to pytest."
+            "Runs python -m pytest TEST_ID --quiesce-runs=N [--quiesce-policy=P] "
+            "[--quiesce-seed=S] [--quiesce-override=...] [PYTEST_ARGS...] and exits with "
+            "pytest's status. Arguments other than the ones below are passed on to pytest; the "
+            "ones below, when given, win over the test's @pytest.mark.quiesce."
         ),
         allow_abbrev=False,
     )
@@ -121,17 +118,23 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
     explore.add_argument(
         "--runs",
         type=_positive_int,
-        default=DEFAULT_RUNS,
-        help=f"how many schedules to try (default: {DEFAULT_RUNS})",
+        default=None,
+        help="how many schedules to try (default: the test's @pytest.mark.quiesce(runs=...), "
+        f"else {DEFAULT_RUNS}); given, it wins over the marker",
     )
     explore.add_argument(
         "--policy",
         choices=STRATEGIES,
-        default="auto",
-        help="how to pick the schedules (default: auto)",
+        default=None,
+        help="how to pick the schedules (default: the marker's, else auto); given, it wins "
+        "over the marker",
     )
     explore.add_argument(
-        "--seed", type=_seed, default=None, help="seed of the exploration (default: the plugin's)"
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed of the exploration (default: the marker's, else 0); given, it wins over "
+        "the marker",
     )
 
     replay = commands.add_parser(
@@ -153,24 +156,30 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
 def explore_command(
     test_id: str,
     *,
-    runs: int = DEFAULT_RUNS,
-    policy: str = "auto",
+    runs: Optional[int] = None,
+    policy: Optional[str] = None,
     seed: Optional[int] = None,
     pytest_args: Sequence[str] = (),
 ) -> List[str]:
     """The command ``python -m quiesce explore`` runs: this interpreter's pytest on
-    ``test_id`` with the quiesce plugin's exploration options, then ``pytest_args``."""
+    ``test_id`` with the quiesce plugin's exploration options, then ``pytest_args``. The
+    settings given (not None) win over the test's marker (``--quiesce-override``)."""
     command = [
         sys.executable,
         "-m",
         "pytest",
         test_id,
         "--quiesce-mode=auto",
-        f"--quiesce-runs={runs}",
-        f"--quiesce-policy={policy}",
+        f"--quiesce-runs={runs if runs is not None else DEFAULT_RUNS}",
     ]
+    if policy is not None:
+        command.append(f"--quiesce-policy={policy}")
     if seed is not None:
         command.append(f"--quiesce-seed={seed}")
+    settings = (("runs", runs), ("policy", policy), ("seed", seed))
+    given = [name for name, value in settings if value is not None]
+    if given:
+        command.append(f"--quiesce-override={','.join(given)}")
     return [*command, *pytest_args]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import threading
 import traceback
 from array import array
@@ -254,10 +255,18 @@ def _describe_error(error: BaseException) -> str:
     if isinstance(error, _StoppedWithReport):
         return f"quiesce.{type(error).__qualname__}: {error}"
     tb = error.__traceback__
-    # Start at the test's own frames, not at the runner that re-raised its result.
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    # Start at the test's own frames, not at quiesce's (the runner that re-raised its result,
+    # the pytest plugin's fixture set-up around the test).
+    while tb is not None and _is_quiesce_file(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _is_quiesce_file(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
 
 
 def _test_name(test: object) -> str:

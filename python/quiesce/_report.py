@@ -25,7 +25,9 @@ from quiesce._errors import time_text
 from quiesce._outside import ThreadState, WatchedDescriptor, thread_states, watched_descriptors
 from quiesce._tasks_report import (
     _await_chain,
+    _is_asyncio_file,
     _natural_key,
+    _qualname_of,
     _safe_repr,
     _state_of,
     _task_coro,
@@ -192,6 +194,9 @@ class Report:
     #: Each cycle of tasks waiting on each other (lock held by the next one, or awaiting it),
     #: as task names in wait order; the first name is not repeated at the end.
     cycles: Tuple[Tuple[str, ...], ...] = ()
+    #: For each task of :attr:`cycles`, the coroutine it waits in (the innermost one of the
+    #: test's code in its await chain, e.g. ``Service.rename``), in the same shape.
+    cycle_coroutines: Tuple[Tuple[str, ...], ...] = ()
 
     @property
     def pending_tasks(self) -> Tuple[TaskReport, ...]:
@@ -204,8 +209,13 @@ class Report:
             f"{len(self.pending_tasks)} pending task(s), {self.runnable_callbacks} runnable "
             f"callback(s), {len(self.timers)} pending timer(s)"
         ]
-        for cycle in self.cycles:
-            names = " -> ".join(repr(name) for name in (*cycle, cycle[0]))
+        for index, cycle in enumerate(self.cycles):
+            where = self.cycle_coroutines[index] if index < len(self.cycle_coroutines) else ()
+            labels = [
+                f"{name!r} in {where[i]}" if i < len(where) and where[i] else repr(name)
+                for i, name in enumerate(cycle)
+            ]
+            names = " -> ".join([*labels, repr(cycle[0])])
             out.append(f"cycle: {names} (each waits for the next: a lock it holds, or its end)")
         if self.pending_tasks:
             out.append("")
@@ -245,6 +255,15 @@ class _TaskFacts:
         self.waits_on = self._lock_waited_on()
         #: Locks whose ``async with`` block the task is inside (not the one it is entering).
         self.entered = self._locks_entered()
+
+    @property
+    def waiting_in(self) -> str:
+        """The innermost coroutine of the task's await chain outside asyncio's own code
+        (where it waits, as the test's code names it), or "" if there is none."""
+        for obj, frame in reversed(self.chain):
+            if not _is_asyncio_file(frame.f_code.co_filename):
+                return _qualname_of(obj)
+        return ""
 
     def _lock_waited_on(self) -> Optional[Any]:
         acquire_code = asyncio.Lock.acquire.__code__
@@ -429,7 +448,9 @@ def build_report(loop: Loop) -> Report:
         if target is not None:
             edges[id(fact)] = id(target)
     by_fact = {id(fact): fact for fact in facts}
-    cycles = tuple(tuple(by_fact[node].name for node in cycle) for cycle in _find_cycles(edges))
+    found = _find_cycles(edges)
+    cycles = tuple(tuple(by_fact[node].name for node in cycle) for cycle in found)
+    cycle_coroutines = tuple(tuple(by_fact[node].waiting_in for node in cycle) for cycle in found)
     return Report(
         time=loop.time(),
         clock=loop.clock,
@@ -438,6 +459,7 @@ def build_report(loop: Loop) -> Report:
         timers=tuple(timers),
         external=external_activity(loop),
         cycles=cycles,
+        cycle_coroutines=cycle_coroutines,
     )
 
 

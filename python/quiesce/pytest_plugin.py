@@ -36,7 +36,7 @@ import pytest
 from quiesce import _pytest_asyncio_interop as pytest_asyncio_interop
 from quiesce import _pytest_fixtures as fixtures
 from quiesce._errors import BudgetExceeded, Deadlock
-from quiesce._explore import STRATEGIES, ExplorationFailed, explore, replay
+from quiesce._explore import STRATEGIES, ExploreResult, ExplorationFailed, explore, replay
 from quiesce._loop import (
     _CLOCKS,
     DEFAULT_MAX_STEPS,
@@ -52,6 +52,9 @@ POLICIES = STRATEGIES
 
 #: ``quiesce_mode`` values.
 MODES = ("strict", "auto")
+
+#: Settings whose command-line option ``--quiesce-override`` lets win over the marker.
+OVERRIDABLE = ("runs", "policy", "seed")
 
 #: Markers (and so plugins) whose ``async def`` tests quiesce never takes in auto mode.
 _OTHER_ASYNC_MARKERS = ("asyncio", "anyio", "trio")
@@ -99,6 +102,8 @@ class QuiesceRun:
         self.mode: Optional[str] = None
         #: The keyword arguments of the ``quiesce.explore`` / ``quiesce.replay`` call.
         self.call_kwargs: Dict[str, Any] = {}
+        #: What :func:`quiesce.explore` returned (a passing exploration), else None.
+        self.result: Optional[ExploreResult] = None
         #: Tasks already reported in another way (a fixture that deadlocked in its teardown),
         #: not blamed on the test as left pending.
         self.excused_tasks: Set[asyncio.Task[Any]] = set()
@@ -164,6 +169,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the selected quiesce test once on this recorded schedule (from a failure "
         "report), e.g. pytest 'tests/test_x.py::test_y' --quiesce-replay=q1-...",
     )
+    group.addoption(
+        "--quiesce-override",
+        dest="quiesce_override",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated names among " + ", ".join(OVERRIDABLE) + ": those of "
+        "--quiesce-runs, --quiesce-policy and --quiesce-seed win over @pytest.mark.quiesce "
+        "(by default the marker wins). python -m quiesce explore passes the ones given to it.",
+    )
     parser.addini(
         "quiesce_mode",
         help="'strict' (default): only tests marked @pytest.mark.quiesce run on quiesce; "
@@ -191,6 +205,44 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--quiesce-replay needs a schedule (from a failure report)")
     if replay is not None and runs is not None:
         raise pytest.UsageError("--quiesce-replay and --quiesce-runs exclude each other")
+    unknown = sorted(set(_overrides(config)) - set(OVERRIDABLE))
+    if unknown:
+        raise pytest.UsageError(
+            f"--quiesce-override takes names among {', '.join(OVERRIDABLE)} (comma-separated); "
+            f"got {', '.join(map(repr, unknown))}"
+        )
+
+
+def _overrides(config: pytest.Config) -> List[str]:
+    text = config.getoption("quiesce_override", None) or ""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _setting(item: pytest.Item, options: Dict[str, Any], name: str) -> Tuple[Any, Optional[str]]:
+    """The effective value of the setting ``name`` (``runs``, ``policy`` or ``seed``) of
+    ``item`` and where it came from (``"marker"``, ``"--quiesce-NAME"`` or None): the
+    marker's, else the command line's; the command line's first if ``--quiesce-override``
+    names it."""
+    given = item.config.getoption(f"quiesce_{name}", None)
+    source = f"--quiesce-{name}"
+    if given is not None and name in _overrides(item.config):
+        return given, source
+    if options[name] is not None:
+        return options[name], "marker"
+    return given, source if given is not None else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_header(config: pytest.Config) -> List[str]:
+    """The line saying how quiesce runs this session's tests."""
+    parts = [f"mode={_mode(config)}"]
+    for name in ("seed", "runs", "policy", "replay"):
+        value = config.getoption(f"quiesce_{name}", None)
+        if value is not None:
+            parts.append(f"{name}={value}")
+    if _overrides(config):
+        parts.append(f"override={','.join(_overrides(config))}")
+    return ["quiesce: " + ", ".join(parts)]
 
 
 def _mode(config: pytest.Config) -> str:
@@ -433,12 +485,7 @@ def quiesce_loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
         if problem is not None:
             pytest.fail(problem, pytrace=False)
     options = _marker_options(item)
-    seed_source: Optional[str] = None
-    if options["seed"] is not None:
-        seed_source = "marker"
-    elif request.config.getoption("quiesce_seed", None) is not None:
-        options["seed"] = request.config.getoption("quiesce_seed")
-        seed_source = "--quiesce-seed"
+    options["seed"], seed_source = _setting(item, options, "seed")
     loop = Loop(
         seed=options["seed"],
         clock=options["clock"],
@@ -658,7 +705,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     funcargs = pyfuncitem.funcargs
     testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
     schedule = config.getoption("quiesce_replay", None)
-    runs = run.options["runs"] or config.getoption("quiesce_runs", None)
+    runs, _ = _setting(pyfuncitem, run.options, "runs")
     if schedule is None and runs is None:
         run.mode = "loop"
         task = run.loop.create_task(testfunction(**testargs), name=pyfuncitem.name)
@@ -699,14 +746,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         run.mode, function = "explore", explore
         args = (make,)
         kwargs["runs"] = runs
-        policy = run.options["policy"] or config.getoption("quiesce_policy", None)
+        policy, _ = _setting(pyfuncitem, run.options, "policy")
         if policy is not None:
             kwargs["policy"] = policy
         if run.options["seed"] is not None:
             kwargs["seed"] = run.options["seed"]
     run.call_kwargs = dict(kwargs) if schedule is None else {"schedule": schedule, **kwargs}
     try:
-        function(*args, **kwargs)
+        run.result = function(*args, **kwargs)
     except AssertionError as exc:
         run.failure = exc
         if isinstance(exc, ExplorationFailed):
@@ -732,6 +779,11 @@ def _quote(nodeid: str) -> str:
     return "'" + nodeid.replace("'", "'\"'\"'") + "'"
 
 
+def _rerun_command(item: pytest.Item, *options: str) -> str:
+    """The command line that runs ``item`` again as quiesce ran it, with ``options``."""
+    return " ".join(["pytest", _quote(item.nodeid) + _mode_option(item), *options])
+
+
 def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
     loop = run.loop
     options = run.options
@@ -744,22 +796,26 @@ def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
             lines.append(f"failing run's seed: {failing_seed}")
         lines.append(f"clock: {options['clock']}")
         schedule = getattr(run.failure, "schedule", None)
+        if schedule is None and run.mode == "replay":
+            schedule = run.call_kwargs.get("schedule")
         if schedule is not None:
             lines.append(
-                f"replay this failing schedule: pytest {_quote(item.nodeid)}"
-                f"{_mode_option(item)} --quiesce-replay={schedule}"
+                "replay this failing schedule: "
+                + _rerun_command(item, f"--quiesce-replay={schedule}")
             )
         return "\n".join(lines)
     seed = options["seed"]
+    rerun: List[str] = []
     if seed is None:
         lines.append("seed: None (first in, first out)")
     elif run.seed_source == "--quiesce-seed":
-        lines.append(
-            f"seed: {seed} (from --quiesce-seed; rerun: pytest {_quote(item.nodeid)}"
-            f"{_mode_option(item)} --quiesce-seed={seed})"
-        )
+        lines.append(f"seed: {seed} (from --quiesce-seed)")
+        rerun.append(f"--quiesce-seed={seed}")
+        if "seed" in _overrides(item.config):
+            rerun.append("--quiesce-override=seed")
     else:
         lines.append(f"seed: {seed} (from @pytest.mark.quiesce)")
+    lines.append("rerun exactly: " + _rerun_command(item, *rerun))
     lines.append(f"clock: {options['clock']}")
     now = run.final_time if loop.is_closed() and run.final_time is not None else loop.time()
     lines.append(f"loop time: {now!r}")
@@ -785,8 +841,89 @@ def pytest_runtest_makereport(
     if report.when == "call":
         item.stash[_CALL_REPORT_KEY] = report
     run = item.stash.get(RUN_KEY, None)
+    if run is not None and run.result is not None and report.when == "call" and report.passed:
+        report.user_properties.append((EXPLORED_PROPERTY, _explored_summary(run.result)))
+        report.sections.append(("quiesce", str(run.result)))
     if run is None or not report.failed:
         return
     if run.failure is None and call.excinfo is not None and report.when == "call":
         run.failure = call.excinfo.value
     report.sections.append(("quiesce", _section_text(item, run)))
+
+
+#: Name of the ``user_properties`` entry of a passing explored test's report: a dict with the
+#: runs, distinct schedules, policy and seed of the exploration (it crosses to the pytest-xdist
+#: controller with the report).
+EXPLORED_PROPERTY = "quiesce_explored"
+
+
+def _explored_summary(result: ExploreResult) -> Dict[str, Any]:
+    return {
+        "runs": result.runs,
+        "schedules": result.schedules,
+        "policy": result.strategy,
+        "seed": result.seed,
+        "exhausted": result.exhausted,
+        "bound": result.bound,
+    }
+
+
+def _explored(report: Any) -> Optional[Dict[str, Any]]:
+    for name, value in getattr(report, "user_properties", ()):
+        if name == EXPLORED_PROPERTY and isinstance(value, dict):
+            return value
+    return None
+
+
+def _explored_text(summary: Dict[str, Any]) -> str:
+    text = (
+        f"{summary['runs']:,} schedule(s), {summary['schedules']:,} distinct, none failed "
+        f"(policy {summary['policy']}, seed {summary['seed']}"
+    )
+    if summary.get("bound") is not None:
+        every = "all" if summary.get("exhausted") else "not all"
+        text += f", {every} within {summary['bound']} delay(s)"
+    return text + ")"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: Any, config: pytest.Config) -> Optional[Tuple[str, str, Any]]:
+    """In ``-v`` output, a passing explored test says how many schedules it ran."""
+    summary = _explored(report)
+    if summary is None or report.when != "call" or not report.passed:
+        return None
+    return "passed", ".", (f"PASSED ({_explored_text(summary)})", {"green": True})
+
+
+_EXPLORED_KEY = pytest.StashKey[List[Tuple[str, Dict[str, Any]]]]()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remembers the passing explorations for the terminal summary (in the pytest-xdist
+    controller too: the summary travels in the report)."""
+    summary = _explored(report)
+    config = _CONFIG.get("config")
+    if summary is not None and report.passed and config is not None:
+        config.stash.setdefault(_EXPLORED_KEY, []).append((report.nodeid, summary))
+
+
+#: The session's config, for hooks that get none.
+_CONFIG: Dict[str, pytest.Config] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Keeps the config for :func:`pytest_runtest_logreport`."""
+    _CONFIG["config"] = session.config
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """A "quiesce" section listing each passing exploration: schedules run, distinct, policy."""
+    explored = config.stash.get(_EXPLORED_KEY, [])
+    if not explored:
+        return
+    terminalreporter.section("quiesce")
+    shown = 20
+    for nodeid, summary in explored[:shown]:
+        terminalreporter.write_line(f"{nodeid}: {_explored_text(summary)}")
+    if len(explored) > shown:
+        terminalreporter.write_line(f"... and {len(explored) - shown} more passing explorations")
