@@ -13,10 +13,16 @@ Installed with the package (entry point ``pytest11``), so nothing needs enabling
 - the ini option ``quiesce_mode = strict | auto`` (or ``--quiesce-mode``): in ``auto`` mode
   every ``async def`` test that no other async plugin claims (no ``asyncio``, ``anyio`` or
   ``trio`` marker, no ``anyio_backend`` fixture) runs on quiesce;
-- the options ``--quiesce-seed``, ``--quiesce-runs``, ``--quiesce-policy`` and
-  ``--quiesce-replay`` (``pytest --help``, group "quiesce");
+- the options ``--quiesce-seed``, ``--quiesce-runs``, ``--quiesce-policy``,
+  ``--quiesce-override`` and ``--quiesce-replay`` (``pytest --help``, group "quiesce"), and a
+  header line saying which are in force;
+- beside pytest-asyncio (0.21 to 1.x, strict or auto mode): an explicit quiesce mark wins over
+  the ``asyncio`` mark auto mode adds, and pytest-asyncio's async fixtures requested by a
+  quiesce test run on its loop (:mod:`quiesce._pytest_asyncio_interop`);
+- for each passing exploration, what it ran (``-v``, ``-rA``, the terminal summary);
 - a "quiesce" section in the report of every failing quiesce test: the loop's seed, clock and
-  time, the tasks still pending, and the command line that replays a failing schedule.
+  time, the tasks still pending, and the command line that reruns the test or replays a
+  failing schedule.
 
 Tests that other plugins own (pytest-asyncio's ``asyncio`` marker, anyio's ``anyio`` marker or
 ``anyio_backend`` fixture, pytest-trio) are left alone.
@@ -36,7 +42,7 @@ import pytest
 from quiesce import _pytest_asyncio_interop as pytest_asyncio_interop
 from quiesce import _pytest_fixtures as fixtures
 from quiesce._errors import BudgetExceeded, Deadlock
-from quiesce._explore import STRATEGIES, ExploreResult, ExplorationFailed, explore, replay
+from quiesce._explore import STRATEGIES, ExplorationFailed, ExploreResult, explore, replay
 from quiesce._loop import (
     _CLOCKS,
     DEFAULT_MAX_STEPS,
