@@ -155,10 +155,16 @@ def test_seed_and_clock_come_from_class_attributes() -> None:
         async def test_it(self) -> None:
             settings.append((self.loop.seed, self.loop.io_grace))
 
-    for case in (Seeded, RealClock, Grace):
+    class Watchdog(quiesce.TestCase):
+        quiesce_watchdog = None
+
+        async def test_it(self) -> None:
+            settings.append((self.loop.seed, self.loop.watchdog))
+
+    for case in (Seeded, RealClock, Grace, Watchdog):
         result, output = run_case(case)
         assert_passed(result, output, 1)
-    assert settings == [(1234, "virtual"), (None, "real"), (None, 0.5)]
+    assert settings == [(1234, "virtual"), (None, "real"), (None, 0.5), (None, None)]
 
 
 def test_a_deadlocked_test_fails_with_the_report_and_teardown_still_runs() -> None:
@@ -397,6 +403,8 @@ def test_debug_runs_the_test_without_a_result() -> None:
         ("quiesce_seed", -1, ValueError, "Bad.quiesce_seed must be in range(0, 2**64)"),
         ("quiesce_seed", "7", TypeError, "Bad.quiesce_seed must be an int or None"),
         ("quiesce_io_grace", -1, ValueError, "Bad.quiesce_io_grace must be a finite number"),
+        ("quiesce_watchdog", 0, ValueError, "Bad.quiesce_watchdog must be > 0 seconds"),
+        ("quiesce_watchdog", "1", TypeError, "Bad.quiesce_watchdog must be"),
     ],
 )
 def test_bad_class_settings_fail_when_the_class_is_defined(

@@ -23,7 +23,7 @@ import unittest
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from quiesce._errors import Deadlock
-from quiesce._loop import _CLOCKS, Loop, _check_seconds, _check_seed
+from quiesce._loop import _CLOCKS, DEFAULT_WATCHDOG, Loop, _check_seconds, _check_seed
 
 
 class TestCase(unittest.IsolatedAsyncioTestCase):
@@ -36,8 +36,11 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
 
     Configure the loop with class attributes: ``quiesce_seed`` (``None``: first in, first
     out; an int: a reproducible pseudo-random interleaving), ``quiesce_clock``
-    (``"virtual"`` or ``"real"``) and ``quiesce_io_grace`` (seconds after which a quiet socket
-    to another process stops holding the virtual clock; ``None``, the default, never).
+    (``"virtual"`` or ``"real"``), ``quiesce_io_grace`` (seconds after which a quiet socket
+    to another process stops holding the virtual clock; ``None``, the default, never) and
+    ``quiesce_watchdog`` (seconds of real time with nothing run and only outside activity
+    pending before the test fails with a "potential deadlock"; default 60, ``None`` waits
+    forever).
 
     ``self.loop`` is the test's loop, from ``setUp`` to the last cleanup. Inside an ``async``
     test method the loop is running, so the synchronous driving methods
@@ -65,6 +68,8 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     quiesce_clock: ClassVar[str] = "virtual"
     #: I/O grace of each test's loop (see quiesce.Loop): None, or seconds.
     quiesce_io_grace: ClassVar[Optional[float]] = None
+    #: Watchdog of each test's loop (see quiesce.Loop): seconds > 0, or None to wait forever.
+    quiesce_watchdog: ClassVar[Optional[float]] = DEFAULT_WATCHDOG
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Checked when the class is defined: a bad value must fail loudly, not (on 3.9 and
@@ -79,10 +84,16 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
                 f"{cls.__qualname__}.quiesce_clock must be 'virtual' or 'real', got "
                 f"{cls.quiesce_clock!r}"
             )
-        try:
-            _check_seconds("io_grace", cls.quiesce_io_grace)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{cls.__qualname__}.quiesce_{exc}") from None
+        for name in ("io_grace", "watchdog"):
+            try:
+                seconds = _check_seconds(name, getattr(cls, f"quiesce_{name}"))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{cls.__qualname__}.quiesce_{exc}") from None
+            if name == "watchdog" and seconds == 0:
+                raise ValueError(
+                    f"{cls.__qualname__}.quiesce_watchdog must be > 0 seconds, or None to wait "
+                    "forever; got 0"
+                )
 
     def __init__(self, methodName: str = "runTest") -> None:
         super().__init__(methodName)
@@ -111,7 +122,10 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     def _quiesce_new_loop(self) -> Loop:
         """Makes the test's loop and sets it as the current event loop."""
         loop = Loop(
-            seed=self.quiesce_seed, clock=self.quiesce_clock, io_grace=self.quiesce_io_grace
+            seed=self.quiesce_seed,
+            clock=self.quiesce_clock,
+            io_grace=self.quiesce_io_grace,
+            watchdog=self.quiesce_watchdog,
         )
         self._quiesce_loop = loop
         asyncio.set_event_loop(loop)
