@@ -100,8 +100,8 @@ venv_with_wheel() {
 # recipe added. Each flavour is an exact, complete pin set per interpreter tag: pa1 is the
 # newest pytest-asyncio 1.x for that Python (with anyio), pa0 the 0.2x line still common on 3.9.
 # (pytest-asyncio 1.5 needs pytest >= 8.4, hence pytest 9 on cp313.)
-# Every flavour also has pytest-aiohttp (a plugin built on pytest-asyncio) and its aiohttp.
-AIOHTTP_PINS_CP39="pytest-aiohttp==1.1.1 aiohappyeyeballs==2.6.1 aiohttp==3.13.5 aiosignal==1.4.0 async-timeout==5.0.1 attrs==26.1.0 frozenlist==1.8.0 multidict==6.7.1 propcache==0.4.1 yarl==1.22.0"
+# Every flavour also has pytest-aiohttp (a plugin built on pytest-asyncio; 1.1.1 needs 3.10+) and its aiohttp.
+AIOHTTP_PINS_CP39="pytest-aiohttp==1.1.0 aiohappyeyeballs==2.6.1 aiohttp==3.13.5 aiosignal==1.4.0 async-timeout==5.0.1 attrs==26.1.0 frozenlist==1.8.0 multidict==6.7.1 propcache==0.4.1 yarl==1.22.0"
 AIOHTTP_PINS_CP313="pytest-aiohttp==1.1.1 aiohappyeyeballs==2.7.1 aiohttp==3.14.5 aiosignal==1.4.0 attrs==26.1.0 frozenlist==1.8.0 multidict==7.2.1 propcache==0.5.4 yarl==1.25.1"
 interop_pins() {  # interop_pins TAG FLAVOUR: the requirements, or nothing if that pair is not pinned
     case "$1-$2" in
