@@ -901,30 +901,17 @@ def pytest_report_teststatus(report: Any, config: pytest.Config) -> Optional[Tup
     return "passed", ".", (f"PASSED ({_explored_text(summary)})", {"green": True})
 
 
-_EXPLORED_KEY = pytest.StashKey[List[Tuple[str, Dict[str, Any]]]]()
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remembers the passing explorations for the terminal summary (in the pytest-xdist
-    controller too: the summary travels in the report)."""
-    summary = _explored(report)
-    config = _CONFIG.get("config")
-    if summary is not None and report.passed and config is not None:
-        config.stash.setdefault(_EXPLORED_KEY, []).append((report.nodeid, summary))
-
-
-#: The session's config, for hooks that get none.
-_CONFIG: Dict[str, pytest.Config] = {}
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Keeps the config for :func:`pytest_runtest_logreport`."""
-    _CONFIG["config"] = session.config
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """A "quiesce" section listing each passing exploration: schedules run, distinct, policy."""
-    explored = config.stash.get(_EXPLORED_KEY, [])
+    # The terminal reporter keeps every report (the pytest-xdist controller's too: the summary
+    # travels in the report's user_properties).
+    explored = [
+        (report.nodeid, summary)
+        for report in terminalreporter.stats.get("passed", [])
+        if getattr(report, "when", None) == "call"
+        for summary in [_explored(report)]
+        if summary is not None
+    ]
     if not explored:
         return
     terminalreporter.section("quiesce")
