@@ -15,12 +15,14 @@ import os
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 from types import TracebackType
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import quiesce
 from quiesce._errors import Deadlock
 from quiesce._explore import DEFAULT_RUNS, STRATEGIES
+from quiesce._failure_db import read_entry
 from quiesce._loop import _CLOCKS
 from quiesce._policy import use_quiesce_loops
 
@@ -142,13 +144,22 @@ def _parsers() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentPars
         help="re-run a pytest test under one recorded schedule",
         description=(
             "Runs python -m pytest TEST_ID --quiesce-replay=SCHEDULE [PYTEST_ARGS...] and exits "
-            "with pytest's status. Other arguments are passed on to pytest."
+            "with pytest's status. Other arguments are passed on to pytest. Given an entry of "
+            "the failure database (a .json file under .quiesce/) instead of TEST_ID and "
+            "SCHEDULE, replays the test and schedule it saved."
         ),
         allow_abbrev=False,
     )
-    replay.add_argument("test_id", metavar="TEST_ID", help="the pytest node id to replay")
     replay.add_argument(
-        "schedule", metavar="SCHEDULE", help="the schedule, as printed by a failed exploration"
+        "test_id",
+        metavar="TEST_ID",
+        help="the pytest node id to replay, or a failure database entry (ENTRY.json)",
+    )
+    replay.add_argument(
+        "schedule",
+        metavar="SCHEDULE",
+        nargs="?",
+        help="the schedule, as printed by a failed exploration (not with ENTRY.json)",
     )
     return parser, {"run": run, "explore": explore, "replay": replay}
 
@@ -212,7 +223,23 @@ def pytest_command(argv: Sequence[str]) -> List[str]:
             pytest_args=rest,
         )
     if options.command == "replay":
-        return replay_command(options.test_id, options.schedule, pytest_args=rest)
+        if options.schedule is not None:
+            return replay_command(options.test_id, options.schedule, pytest_args=rest)
+        if not options.test_id.endswith(".json"):
+            parser.error(
+                "replay takes TEST_ID SCHEDULE (from a failure report), or one failure "
+                f"database entry ENTRY.json; got only {options.test_id!r}"
+            )
+        try:
+            entry = read_entry(Path(options.test_id))
+        except ValueError as error:
+            parser.error(str(error))
+        if not entry.rootdir:
+            return replay_command(entry.nodeid, entry.schedule, pytest_args=rest)
+        # The node id is relative to the rootdir it was found under: run it from there.
+        test_id = os.path.join(entry.rootdir, entry.nodeid)
+        rootdir = f"--rootdir={entry.rootdir}"
+        return replay_command(test_id, entry.schedule, pytest_args=[rootdir, *rest])
     parser.error("expected an explore or replay command")
     raise AssertionError("unreachable")  # parser.error exits
 

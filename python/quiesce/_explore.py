@@ -25,7 +25,6 @@ from quiesce._errors import BudgetExceeded, _StoppedWithReport
 from quiesce._loop import (
     DEFAULT_MAX_TIME,
     DEFAULT_PCT_DEPTH,
-    DEFAULT_PCT_HORIZON,
     DEFAULT_WATCHDOG,
     Loop,
     _check_seconds,
@@ -138,6 +137,9 @@ class Failure:
     shrink_runs: int = 0
     #: If the determinism check saw two replays differ: where and why (else None).
     nondeterminism: Optional[str] = None
+    #: For a saved schedule replayed before the runs (a failure database's): where it came
+    #: from; None for a run of the exploration.
+    origin: Optional[str] = None
 
     def replay_line(self) -> str:
         """The line that replays this run: ``quiesce.replay(test, "q1-...")``."""
@@ -145,8 +147,13 @@ class Failure:
 
     def __str__(self) -> str:
         seed = "" if self.seed is None else f", seed {self.seed}"
+        which = (
+            f"run {self.run} failed ({self.policy}{seed})"
+            if self.origin is None
+            else f"{self.origin} failed again"
+        )
         lines = [
-            f"quiesce.explore: run {self.run} failed ({self.policy}{seed}) at virtual time "
+            f"quiesce.explore: {which} at virtual time "
             f"{self.time!r}, after {self.decisions} scheduling decision(s), {self.deviations} "
             "of them different from stock asyncio order.",
             "Replay exactly:",
@@ -195,6 +202,13 @@ class ExploreResult:
     schedules: int = 0
     #: Most scheduling decisions in one run.
     max_decisions: int = 0
+    #: ``(number, count)`` if only one shard's runs were made (see ``--quiesce-shard``).
+    shard: Optional[Tuple[int, int]] = None
+    #: Saved failing schedules replayed before the runs (counted in :attr:`runs`).
+    saved_runs: int = 0
+    #: With a shard sharing its progress: the index (0-based) of a lower failing run that
+    #: another shard (its owner) reports; this shard then reports no failure of its own.
+    failure_elsewhere: Optional[int] = None
 
     @property
     def ok(self) -> bool:
@@ -204,11 +218,14 @@ class ExploreResult:
     def __str__(self) -> str:
         if self.failure is not None:
             return str(self.failure)
+        shard = "" if self.shard is None else f", shard {self.shard[0]} of {self.shard[1]}"
         text = (
-            f"quiesce.explore: {self.runs} run(s) passed ({self.strategy}, seed {self.seed}); "
-            f"{self.schedules} distinct schedule(s), up to {self.max_decisions} decision(s) "
-            "per run."
+            f"quiesce.explore: {self.runs} run(s) passed ({self.strategy}, seed {self.seed}"
+            f"{shard}); {self.schedules} distinct schedule(s), up to {self.max_decisions} "
+            "decision(s) per run."
         )
+        if self.saved_runs:
+            text += f" {self.saved_runs} of the runs replayed saved failing schedules."
         if self.bound is not None:
             if self.exhausted:
                 text += f" Every schedule with at most {self.bound} delay(s) was run."
@@ -512,7 +529,8 @@ def explore(
     * ``"random"``: every decision uniformly at random, run *i* with seed ``seed + i``.
     * ``"pct"``: probabilistic concurrency testing with bug depth ``pct_depth``: finds, with
       a guaranteed probability per run, bugs that need up to ``pct_depth - 1`` forced
-      preemptions; the horizon is measured from the runs.
+      preemptions. The first run is stock order; its scheduling decisions are the horizon
+      PCT spreads its priority changes over.
     * ``"dfs"``: bounded exhaustive search: every schedule that strays at most ``bound``
       steps from stock order, fewest first; ``result.exhausted`` says whether all were run.
     * ``"fifo"``: stock order only (one run).
@@ -531,86 +549,358 @@ def explore(
     are each run's loop's (see :class:`quiesce.Loop`).
     """
     test = _check_test(test, "explore")
-    runs = _check_count("runs", runs, 1)
-    bound = _check_count("bound", bound, 0)
-    pct_depth = _check_count("pct_depth", pct_depth, 1, 2**31 - 1)
-    checked_seed = _check_seed(seed)
-    if checked_seed is None:
-        raise TypeError("seed must be an int, got None")
-    seed = checked_seed
-    if policy not in STRATEGIES:
-        raise ValueError(
-            f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
-        )
-    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
-    io_grace = _check_seconds("io_grace", io_grace)
-    result = ExploreResult(strategy=policy, seed=seed, bound=bound if policy == "dfs" else None)
-    seen: set = set()
-    horizon = DEFAULT_PCT_HORIZON
-    run_options: Dict[str, Any] = {
-        "max_time": max_time,
-        "max_steps": max_steps,
-        "watchdog": watchdog,
-        "io_grace": io_grace,
-    }
-    plans = _dfs_plans(bound) if policy == "dfs" else None
-    last_choices: Tuple[Sequence[int], List[int]] = ((), [])
-
-    for index in range(1 if policy == "fifo" else runs):
-        if plans is not None:
-            choices = next(plans) if index == 0 else plans.send(last_choices)
-            if choices is None:
-                result.exhausted = True
-                break
-            options: Dict[str, Any] = {"schedule": CoreLoop._q_encode_schedule(choices)}
-            label, run_seed = f"dfs(delays<={bound})", None
-        else:
-            strategy, depth = _strategy_for(policy, index, pct_depth)
-            run_seed = None if strategy == "replay" else (seed + index) % 2**64
-            options = _loop_options(strategy, run_seed, depth, horizon)
-            label = "fifo" if strategy == "replay" else strategy
-            if strategy == "pct":
-                label = f"pct(depth={depth})"
-        options["clock"] = clock
-        outcome = _run_once(test, options, decisions=plans is not None, **run_options)
-        result.runs += 1
-        seen.add(outcome.schedule)
-        total, lane_decisions, _ = outcome.counts
-        horizon = max(horizon if result.runs > 1 else 1, lane_decisions, 1)
-        result.max_decisions = max(result.max_decisions, total)
-        if outcome.choices is not None:
-            last_choices = outcome.choices
-        if outcome.error is not None:
-            shrunk_from, shrink_runs = None, 0
-            if shrink and plans is None:
-                shrunk_from = outcome.counts[2]
-                outcome, shrink_runs = _shrink(test, outcome, clock, run_options)
-            result.failure = _failure(
-                test, outcome, index + 1, label, run_seed, clock, check_determinism, run_options
-            )
-            if shrunk_from is not None:
-                result.failure = dataclasses.replace(
-                    result.failure, shrunk_from=shrunk_from, shrink_runs=shrink_runs
-                )
-            break
-    else:
-        # The run budget is spent: the search is exhausted if no schedule is left.
-        if plans is not None and result.runs and plans.send(last_choices) is None:
-            result.exhausted = True
-    result.schedules = len(seen)
+    settings = _checked_settings(
+        runs=runs,
+        policy=policy,
+        seed=seed,
+        pct_depth=pct_depth,
+        bound=bound,
+        clock=clock,
+        max_time=max_time,
+        max_steps=max_steps,
+        watchdog=watchdog,
+        io_grace=io_grace,
+        check_determinism=check_determinism,
+        shrink=shrink,
+    )
+    result = _explore(test, settings)
     if result.failure is not None and raise_on_failure:
         raise ExplorationFailed(result)
     return result
 
 
-def _strategy_for(policy: str, index: int, pct_depth: int) -> Tuple[str, int]:
-    if policy == "auto":
-        if index == 0:
+@dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of one exploration."""
+
+    runs: int
+    policy: str
+    seed: int
+    pct_depth: int
+    bound: int
+    clock: str
+    run_options: Dict[str, Any]
+    check_determinism: bool = True
+    shrink: bool = True
+
+
+def _checked_settings(
+    *,
+    runs: int = DEFAULT_RUNS,
+    policy: str = "auto",
+    seed: int = 0,
+    pct_depth: int = DEFAULT_PCT_DEPTH,
+    bound: int = DEFAULT_BOUND,
+    clock: str = "virtual",
+    max_time: Optional[float] = DEFAULT_MAX_TIME,
+    max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
+    watchdog: Optional[float] = DEFAULT_WATCHDOG,
+    io_grace: Optional[float] = None,
+    check_determinism: bool = True,
+    shrink: bool = True,
+) -> _Settings:
+    """:func:`explore`'s keyword arguments, checked (a clear ``TypeError`` or ``ValueError``
+    for a bad one)."""
+    return _Settings(
+        runs=_check_count("runs", runs, 1),
+        policy=_check_policy(policy),
+        seed=_check_explore_seed(seed),
+        pct_depth=_check_count("pct_depth", pct_depth, 1, 2**31 - 1),
+        bound=_check_count("bound", bound, 0),
+        clock=clock,
+        run_options=_run_options(max_time, max_steps, watchdog, io_grace),
+        check_determinism=check_determinism,
+        shrink=shrink,
+    )
+
+
+def _check_policy(policy: object) -> str:
+    if policy not in STRATEGIES:
+        raise ValueError(
+            f"policy must be one of {', '.join(map(repr, STRATEGIES))}, got {policy!r}"
+        )
+    return str(policy)
+
+
+def _check_explore_seed(seed: object) -> int:
+    checked = _check_seed(seed)
+    if checked is None:
+        raise TypeError("seed must be an int, got None")
+    return checked
+
+
+def _run_options(
+    max_time: Optional[float],
+    max_steps: Optional[int],
+    watchdog: Optional[float],
+    io_grace: Optional[float],
+) -> Dict[str, Any]:
+    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
+    return {
+        "max_time": max_time,
+        "max_steps": max_steps,
+        "watchdog": watchdog,
+        "io_grace": _check_seconds("io_grace", io_grace),
+    }
+
+
+@dataclass
+class SavedSchedule:
+    """A failing schedule found before (by a failure database), replayed before the runs of
+    an exploration; ``origin`` says where it came from, for the failure's message."""
+
+    schedule: str
+    origin: str
+    #: After the replay: ``"failed"``, ``"passed"``, or ``"stale"`` (the schedule no longer
+    #: fits the test); None if it was not replayed (an earlier one failed).
+    verdict: Optional[str] = None
+
+
+class ShardProgress:
+    """What the other shards of one exploration have done, for :func:`_explore` with a
+    shard: shards that share one (pytest-xdist workers) stop early and skip runs another
+    shard has made. The default shares nothing."""
+
+    #: Whether other shards see this one's progress (then only the shard owning the first
+    #: failing run reports it).
+    shared = False
+
+    def record(self, passed_through: int, failed: Optional[int]) -> None:
+        """This shard's own runs below ``passed_through`` passed; ``failed`` is the lowest
+        failing run index it knows (None: none)."""
+
+    def lowest_failure(self) -> Optional[int]:
+        """The lowest failing run index another shard has recorded, or None."""
+        return None
+
+    def refresh(self) -> None:
+        """The next question sees the other shards' latest records (answers may be a little
+        stale otherwise, which costs runs, never correctness)."""
+
+    def passed_elsewhere(self, index: int) -> bool:
+        """Whether the shard owning run ``index`` recorded that it passed."""
+        return False
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The runs of one exploration that one process makes: run indices (0-based) ``i`` with
+    ``i % count == number - 1``. Every shard, whatever the count, makes the same run ``i``
+    (its plan depends only on ``i``), so together they make exactly the runs of the whole
+    exploration; a shard that finds a failure makes the lower runs no other shard has
+    recorded as passed, so the failure it reports is the one with the lowest index."""
+
+    number: int
+    count: int
+    progress: ShardProgress = field(default_factory=ShardProgress)
+
+    def owns(self, index: int) -> bool:
+        """Whether run ``index`` is one of this shard's own."""
+        return index % self.count == self.number - 1
+
+    def owner(self, index: int) -> int:
+        """The number of the shard owning run ``index``."""
+        return index % self.count + 1
+
+
+class _NumberedRuns:
+    """Run ``index`` of an exploration under ``random``, ``pct``, ``auto`` or ``fifo``: its
+    strategy and seed depend only on the index, and PCT's horizon (the lane decisions it
+    spreads its priority changes over) is the stock-order run's, run 0 under ``pct`` and
+    ``auto``. So any subset of the runs, in any order and any process, makes the same runs."""
+
+    def __init__(self, test: TestFactory, settings: _Settings) -> None:
+        self.test = test
+        self.settings = settings
+        self.horizon: Optional[int] = None
+        self.stock_outcome: Optional[_Outcome] = None
+
+    def strategy(self, index: int) -> Tuple[str, int]:
+        policy = self.settings.policy
+        if policy == "auto" or policy == "pct":
+            if index == 0:
+                return "replay", 0
+            if policy == "pct":
+                return "pct", self.settings.pct_depth
+            return _PORTFOLIO[(index - 1) % len(_PORTFOLIO)]
+        if policy == "fifo":
             return "replay", 0
-        return _PORTFOLIO[(index - 1) % len(_PORTFOLIO)]
-    if policy == "fifo":
-        return "replay", 0
-    return policy, pct_depth
+        return policy, self.settings.pct_depth
+
+    def label(self, index: int) -> Tuple[str, Optional[int]]:
+        """The strategy label and seed of run ``index``, as a failure names them."""
+        strategy, depth = self.strategy(index)
+        if strategy == "replay":
+            return "fifo", None
+        seed = (self.settings.seed + index) % 2**64
+        return (f"pct(depth={depth})" if strategy == "pct" else strategy), seed
+
+    def run(self, index: int) -> _Outcome:
+        strategy, depth = self.strategy(index)
+        if index == 0 and strategy == "replay" and self.stock_outcome is not None:
+            return self.stock_outcome
+        if strategy == "pct" and self.horizon is None:
+            self.stock_order()
+        _, seed = self.label(index)
+        options = _loop_options(strategy, seed, depth, self.horizon or 1)
+        options["clock"] = self.settings.clock
+        outcome = _run_once(self.test, options, **self.settings.run_options)
+        if index == 0 and strategy == "replay":
+            self._measured(outcome)
+        return outcome
+
+    def stock_order(self) -> _Outcome:
+        """Run 0 (stock order), made once: it measures PCT's horizon."""
+        if self.stock_outcome is None:
+            options = {"schedule": "q1-", "clock": self.settings.clock}
+            self._measured(_run_once(self.test, options, **self.settings.run_options))
+        assert self.stock_outcome is not None
+        return self.stock_outcome
+
+    def _measured(self, outcome: _Outcome) -> None:
+        self.stock_outcome = outcome
+        self.horizon = max(outcome.counts[1], 1)
+
+
+def _explore(
+    test: TestFactory,
+    settings: _Settings,
+    *,
+    shard: Optional[Shard] = None,
+    saved: Sequence[SavedSchedule] = (),
+) -> ExploreResult:
+    """:func:`explore` with checked ``settings``: first the ``saved`` schedules, then the
+    runs (only ``shard``'s own, if given)."""
+    policy = settings.policy
+    result = ExploreResult(
+        strategy=policy,
+        seed=settings.seed,
+        bound=settings.bound if policy == "dfs" else None,
+        shard=None if shard is None else (shard.number, shard.count),
+    )
+    seen: set = set()
+    for entry in saved:
+        outcome = _run_once(
+            test, {"schedule": entry.schedule, "clock": settings.clock}, **settings.run_options
+        )
+        result.runs += 1
+        result.saved_runs += 1
+        seen.add(outcome.schedule)
+        entry.verdict = (
+            "stale"
+            if outcome.mismatch is not None
+            else "passed"
+            if outcome.error is None
+            else "failed"
+        )
+        if entry.verdict == "failed":
+            if shard is not None:
+                # Index -1: before every run, so the other shards stop and name this one.
+                shard.progress.record(0, -1)
+            failure = _failure(test, outcome, 0, "saved", None, settings)
+            result.failure = dataclasses.replace(failure, origin=entry.origin)
+            result.schedules = len(seen)
+            return result
+    if policy == "dfs":
+        _explore_bounded(test, settings, result, seen)
+    else:
+        _explore_numbered(test, settings, result, seen, shard or Shard(1, 1))
+    result.schedules = len(seen)
+    return result
+
+
+def _explore_numbered(
+    test: TestFactory, settings: _Settings, result: ExploreResult, seen: set, shard: Shard
+) -> None:
+    runs = _NumberedRuns(test, settings)
+    total = 1 if settings.policy == "fifo" else settings.runs
+    progress = shard.progress
+
+    def made(outcome: _Outcome) -> None:
+        result.runs += 1
+        seen.add(outcome.schedule)
+        result.max_decisions = max(result.max_decisions, outcome.counts[0])
+
+    failed: Optional[Tuple[int, _Outcome]] = None
+    passed_through = 0
+    for index in range(shard.number - 1, total, shard.count):
+        lowest = progress.lowest_failure()
+        if lowest is not None and index > lowest:
+            break  # a lower run failed elsewhere: nothing here can be the first failure
+        outcome = runs.run(index)
+        made(outcome)
+        if outcome.error is not None:
+            failed = (index, outcome)
+            break
+        passed_through = index + 1
+        if result.runs % 16 == 0:
+            progress.record(passed_through, None)
+    if failed is not None and shard.count > 1:
+        # The first failure is the lowest failing index: make the lower runs of the other
+        # shards that are not known to have passed.
+        for index in range(failed[0]):
+            if shard.owns(index) or progress.passed_elsewhere(index):
+                continue
+            lowest = progress.lowest_failure()
+            if lowest is not None and index > lowest:
+                break
+            outcome = runs.run(index)
+            made(outcome)
+            if outcome.error is not None:
+                failed = (index, outcome)
+                break
+    progress.record(passed_through, None if failed is None else failed[0])
+    progress.refresh()
+    lowest = progress.lowest_failure()
+    if lowest is not None and (failed is None or lowest < failed[0]):
+        failed = None
+        result.failure_elsewhere = lowest
+    elif failed is not None and progress.shared and not shard.owns(failed[0]):
+        # Its owner makes that run too (it stops only past the lowest recorded failure),
+        # and reports it: this shard only names it.
+        result.failure_elsewhere = failed[0]
+        failed = None
+    if failed is None:
+        return
+    index, outcome = failed
+    label, seed = runs.label(index)
+    shrunk_from, shrink_runs = None, 0
+    if settings.shrink:
+        shrunk_from = outcome.counts[2]
+        outcome, shrink_runs = _shrink(test, outcome, settings.clock, settings.run_options)
+    failure = _failure(test, outcome, index + 1, label, seed, settings)
+    result.failure = dataclasses.replace(failure, shrunk_from=shrunk_from, shrink_runs=shrink_runs)
+
+
+def _explore_bounded(
+    test: TestFactory, settings: _Settings, result: ExploreResult, seen: set
+) -> None:
+    bound = settings.bound
+    plans = _dfs_plans(bound)
+    last_choices: Tuple[Sequence[int], List[int]] = ((), [])
+    for index in range(settings.runs):
+        choices = next(plans) if index == 0 else plans.send(last_choices)
+        if choices is None:
+            result.exhausted = True
+            return
+        options: Dict[str, Any] = {
+            "schedule": CoreLoop._q_encode_schedule(choices),
+            "clock": settings.clock,
+        }
+        outcome = _run_once(test, options, decisions=True, **settings.run_options)
+        result.runs += 1
+        seen.add(outcome.schedule)
+        result.max_decisions = max(result.max_decisions, outcome.counts[0])
+        if outcome.choices is not None:
+            last_choices = outcome.choices
+        if outcome.error is not None:
+            result.failure = _failure(
+                test, outcome, index + 1, f"dfs(delays<={bound})", None, settings
+            )
+            return
+    # The run budget is spent: the search is exhausted if no schedule is left.
+    if result.runs and plans.send(last_choices) is None:
+        result.exhausted = True
 
 
 def _loop_options(strategy: str, seed: Optional[int], depth: int, horizon: int) -> Dict[str, Any]:
@@ -711,15 +1001,14 @@ def _failure(
     run: int,
     label: str,
     seed: Optional[int],
-    clock: str,
-    check_determinism: bool,
-    run_options: Dict[str, Any],
+    settings: _Settings,
 ) -> Failure:
     assert outcome.error is not None
     reproduced: Optional[bool] = None
     nondeterminism: Optional[str] = None
-    if check_determinism:
-        options = {"schedule": outcome.schedule, "clock": clock}
+    run_options = settings.run_options
+    if settings.check_determinism:
+        options = {"schedule": outcome.schedule, "clock": settings.clock}
         first = _run_once(test, options, trace=True, **run_options)
         second = _run_once(test, options, trace=True, **run_options)
         nondeterminism = _first_difference(first, second)
@@ -772,14 +1061,10 @@ def replay(
         raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
     schedule = schedule.strip().rstrip("=")
     CoreLoop._q_decode_schedule(schedule)  # a clear ValueError for a mangled string
-    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
     outcome = _run_once(
         test,
         {"schedule": schedule, "clock": clock},
-        max_time=max_time,
-        max_steps=max_steps,
-        watchdog=watchdog,
-        io_grace=_check_seconds("io_grace", io_grace),
+        **_run_options(max_time, max_steps, watchdog, io_grace),
     )
     if outcome.error is not None:
         raise outcome.error
@@ -825,13 +1110,7 @@ def check_determinism(
         else _loop_options("replay" if policy == "fifo" else policy, seed, DEFAULT_PCT_DEPTH, 100)
     )
     options["clock"] = clock
-    max_time, max_steps, watchdog = _check_run_budgets(max_time, max_steps, watchdog)
-    run_options: Dict[str, Any] = {
-        "max_time": max_time,
-        "max_steps": max_steps,
-        "watchdog": watchdog,
-        "io_grace": _check_seconds("io_grace", io_grace),
-    }
+    run_options = _run_options(max_time, max_steps, watchdog, io_grace)
     first = _run_once(test, options, trace=True, **run_options)
     if schedule is None:
         options = {"schedule": first.schedule, "clock": clock}

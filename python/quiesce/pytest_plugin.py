@@ -31,6 +31,7 @@ Tests that other plugins own (pytest-asyncio's ``asyncio`` marker, anyio's ``any
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import math
@@ -40,9 +41,10 @@ from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Set
 import pytest
 
 from quiesce import _pytest_asyncio_interop as pytest_asyncio_interop
+from quiesce import _pytest_exploration as exploration
 from quiesce import _pytest_fixtures as fixtures
 from quiesce._errors import BudgetExceeded, Deadlock
-from quiesce._explore import STRATEGIES, ExplorationFailed, ExploreResult, explore, replay
+from quiesce._explore import STRATEGIES, ExplorationFailed, ExploreResult, replay
 from quiesce._loop import (
     _CLOCKS,
     DEFAULT_MAX_STEPS,
@@ -184,6 +186,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--quiesce-runs, --quiesce-policy and --quiesce-seed win over @pytest.mark.quiesce "
         "(by default the marker wins). python -m quiesce explore passes the ones given to it.",
     )
+    group.addoption(
+        "--quiesce-shard",
+        dest="quiesce_shard",
+        default=None,
+        metavar="I/K",
+        help="make only the I-th of K shares of every exploration (for K CI jobs or machines; "
+        "together they make the whole exploration). Under pytest-xdist the workers split "
+        "each exploration further by themselves.",
+    )
+    group.addoption(
+        "--quiesce-db",
+        dest="quiesce_db",
+        default=None,
+        metavar="PATH",
+        help="the failure database: failing schedules of explored tests are saved there and "
+        "replayed first the next time (default: .quiesce in the rootdir; 'none': off).",
+    )
     parser.addini(
         "quiesce_mode",
         help="'strict' (default): only tests marked @pytest.mark.quiesce run on quiesce; "
@@ -211,6 +230,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--quiesce-replay needs a schedule (from a failure report)")
     if replay is not None and runs is not None:
         raise pytest.UsageError("--quiesce-replay and --quiesce-runs exclude each other")
+    exploration.machine_shard(config)  # a UsageError for a bad --quiesce-shard
     unknown = sorted(set(_overrides(config)) - set(OVERRIDABLE))
     if unknown:
         raise pytest.UsageError(
@@ -242,7 +262,7 @@ def _setting(item: pytest.Item, options: Dict[str, Any], name: str) -> Tuple[Any
 def pytest_report_header(config: pytest.Config) -> List[str]:
     """The line saying how quiesce runs this session's tests."""
     parts = [f"mode={_mode(config)}"]
-    for name in ("seed", "runs", "policy", "replay"):
+    for name in ("seed", "runs", "policy", "replay", "shard", "db"):
         value = config.getoption(f"quiesce_{name}", None)
         if value is not None:
             parts.append(f"{name}={value}")
@@ -419,6 +439,35 @@ def pytest_collection_modifyitems(
                 if key in item.stash:
                     plain.stash[key] = item.stash[key]
             items[index] = plain
+    items[:] = exploration.split_over_workers(
+        items, _splits_over_workers, [_CLAIMED_KEY, _ADDED_FIXTURE_KEY, _AUTO_KEY]
+    )
+
+
+def _splits_over_workers(item: pytest.Item) -> bool:
+    """Whether ``item`` explores numbered runs that xdist workers can share: a quiesce test
+    with more than one run under a policy other than ``fifo`` and ``dfs`` (the bounded search
+    runs in order). Judged from the marker as it is: a bad one fails at setup, unsplit."""
+    if not item.stash.get(_CLAIMED_KEY, False) or item.config.getoption("quiesce_replay", None):
+        return False
+    mark = item.get_closest_marker("quiesce")
+    marked = dict(mark.kwargs) if mark is not None else {}
+    options = {name: marked.get(name) for name in OVERRIDABLE}
+    runs, _ = _setting(item, options, "runs")
+    policy, _ = _setting(item, options, "policy")
+    return isinstance(runs, int) and runs > 1 and policy not in ("fifo", "dfs")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """(pytest-xdist, on the controller.) Gives every worker the directory in which the
+    shards of an exploration share their progress."""
+    node.workerinput[exploration.SHARED_DIRECTORY_INPUT] = exploration.shared_directory(node.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Removes the directory the xdist workers shared progress in."""
+    exploration.remove_shared_directory(config)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -749,7 +798,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         run.mode, function = "replay", replay
         args: Tuple[Any, ...] = (make, schedule)
     else:
-        run.mode, function = "explore", explore
+        run.mode, function = "explore", functools.partial(exploration.explore_item, pyfuncitem)
         args = (make,)
         kwargs["runs"] = runs
         policy, _ = _setting(pyfuncitem, run.options, "policy")
@@ -759,7 +808,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
             kwargs["seed"] = run.options["seed"]
     run.call_kwargs = dict(kwargs) if schedule is None else {"schedule": schedule, **kwargs}
     try:
-        run.result = function(*args, **kwargs)
+        result = function(*args, **kwargs)
+        if result is not None and result.failure is not None:
+            raise ExplorationFailed(result)
+        if result is not None and result.failure_elsewhere is not None:
+            _skip_for_lower_failure(pyfuncitem, result.failure_elsewhere)
+        run.result = result
     except AssertionError as exc:
         run.failure = exc
         if isinstance(exc, ExplorationFailed):
@@ -787,7 +841,24 @@ def _quote(nodeid: str) -> str:
 
 def _rerun_command(item: pytest.Item, *options: str) -> str:
     """The command line that runs ``item`` again as quiesce ran it, with ``options``."""
-    return " ".join(["pytest", _quote(item.nodeid) + _mode_option(item), *options])
+    nodeid = exploration.original_nodeid(item)
+    return " ".join(["pytest", _quote(nodeid) + _mode_option(item), *options])
+
+
+def _skip_for_lower_failure(item: pytest.Item, index: int) -> None:
+    """Ends a shard whose exploration failed at a lower run another shard reports."""
+    shard = exploration.shard_of(item)
+    owner = shard.owner(index) if shard is not None and index >= 0 else 1
+    what = (
+        f"run {index + 1} of this exploration failed"
+        if index >= 0
+        else "a schedule saved in the failure database failed again"
+    )
+    raise pytest.skip.Exception(
+        f"quiesce: {what}; {exploration.shard_nodeid(item, owner)} reports it (a failure is "
+        "reported once, by the shard that owns the first failing run)",
+        _use_item_location=True,
+    )
 
 
 def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
@@ -871,6 +942,8 @@ def _explored_summary(result: ExploreResult) -> Dict[str, Any]:
         "seed": result.seed,
         "exhausted": result.exhausted,
         "bound": result.bound,
+        "shard": result.shard,
+        "saved": result.saved_runs,
     }
 
 
@@ -889,6 +962,11 @@ def _explored_text(summary: Dict[str, Any]) -> str:
     if summary.get("bound") is not None:
         every = "all" if summary.get("exhausted") else "not all"
         text += f", {every} within {summary['bound']} delay(s)"
+    if summary.get("shard"):
+        number, count = summary["shard"]
+        text += f", shard {number} of {count}"
+    if summary.get("saved"):
+        text += f"; {summary['saved']} saved failing schedule(s) replayed first"
     return text + ")"
 
 
