@@ -18,7 +18,7 @@ from test_pytest_plugin import PLUGIN_ARGS
 
 import quiesce
 import quiesce._explore
-from quiesce._explore import Shard, _checked_settings, _explore
+from quiesce._explore import SavedSchedule, Shard, _checked_settings, _explore
 
 pytest_plugins = ["pytester"]
 
@@ -122,6 +122,22 @@ def test_a_shard_reports_the_lowest_failing_run_even_when_it_owns_a_later_one() 
     owner = (failure.run - 1) % 4 + 1
     owned = _explore(namespace["test_order"], settings, shard=Shard(owner, 4))
     assert owned.failure is not None and owned.failure.replay_line() == failure.replay_line()
+
+
+def test_saved_schedules_come_before_every_run_of_every_shard() -> None:
+    failure = _race_failure()
+    namespace: Dict[str, Any] = {}
+    exec(textwrap.dedent(RACE), namespace)
+    settings = _checked_settings(runs=400, policy="random")
+    for number in (1, 2):
+        saved = [SavedSchedule(failure.schedule, "the saved one")]
+        result = _explore(namespace["test_order"], settings, shard=Shard(number, 2), saved=saved)
+        # Shard 1 replays it first; shard 2 after a failure of its own, which it then does
+        # not report: the saved schedule (run "-1") comes before it.
+        assert result.failure is not None and result.failure.origin == "the saved one"
+        assert result.failure.replay_line() == failure.replay_line()
+        assert result.runs == (1 if number == 1 else failure.run // 2 + 1)
+        assert saved[0].verdict == "failed"
 
 
 def test_xdist_reports_the_first_failure_as_one_process_does(pytester: pytest.Pytester) -> None:
@@ -240,6 +256,21 @@ def test_a_saved_schedule_is_forgotten_after_three_passes(pytester: pytest.Pytes
         assert [entry["passes"] for entry in entries(database)] == [passes]
     run_pytest(pytester).assert_outcomes(passed=1)
     assert entries(database) == []
+
+
+def test_passes_of_a_saved_schedule_count_in_a_row(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(RACE)
+    database = pytester.path / ".quiesce"
+    run_pytest(pytester).assert_outcomes(failed=1)
+    [found] = entries(database)
+    fixed = RACE.replace('assert order != list("edcba"), order', "assert order")
+    pytester.makepyfile(fixed)
+    run_pytest(pytester).assert_outcomes(passed=1)
+    assert [entry["passes"] for entry in entries(database)] == [1]
+    pytester.makepyfile(RACE)  # the bug is back
+    run_pytest(pytester).assert_outcomes(failed=1)
+    [entry] = entries(database)
+    assert entry["passes"] == 0 and entry["found"] == found["found"]
 
 
 def test_a_stale_saved_schedule_is_dropped(pytester: pytest.Pytester) -> None:

@@ -405,6 +405,12 @@ def test_debug_runs_the_test_without_a_result() -> None:
         ("quiesce_io_grace", -1, ValueError, "Bad.quiesce_io_grace must be a finite number"),
         ("quiesce_watchdog", 0, ValueError, "Bad.quiesce_watchdog must be > 0 seconds"),
         ("quiesce_watchdog", "1", TypeError, "Bad.quiesce_watchdog must be"),
+        ("quiesce_runs", 0, ValueError, "Bad.quiesce_runs must be a positive int or None"),
+        ("quiesce_runs", True, ValueError, "Bad.quiesce_runs must be a positive int or None"),
+        ("quiesce_policy", "lucky", ValueError, "Bad.quiesce_policy must be one of 'auto'"),
+        ("quiesce_policy", "dfs", ValueError, "use quiesce.explore for it"),
+        ("quiesce_policy", "pct", ValueError, "Bad.quiesce_policy explores the tests, and needs"),
+        ("quiesce_replay", 7, TypeError, "Bad.quiesce_replay must be a schedule string"),
     ],
 )
 def test_bad_class_settings_fail_when_the_class_is_defined(
@@ -413,3 +419,104 @@ def test_bad_class_settings_fail_when_the_class_is_defined(
     # Not later, inside the run: on 3.9 and 3.10 that would abort the whole unittest run.
     with pytest.raises(error, match=re.escape(message)):
         type("Bad", (quiesce.TestCase,), {attribute: value})
+
+
+# -- exploration: quiesce_runs, quiesce_policy, quiesce_replay ----------------------------------
+
+
+def race_case(**settings: Any) -> Tuple[Type[quiesce.TestCase], List[str]]:
+    """A TestCase whose test_order fails when five workers finish in reverse order, and
+    whose test_fine always passes; with ``settings`` as class attributes. The list records
+    each setUp and each cleanup."""
+    log: List[str] = []
+
+    class Race(quiesce.TestCase):
+        def setUp(self) -> None:
+            self.order: List[str] = []
+            log.append("setUp")
+            self.addCleanup(log.append, "cleanup")
+
+        async def test_order(self) -> None:
+            async def worker(name: str) -> None:
+                await asyncio.sleep(0)
+                self.order.append(name)
+
+            await asyncio.gather(*(worker(name) for name in "abcde"))
+            self.assertNotEqual(self.order, list("edcba"))
+
+        async def test_fine(self) -> None:
+            await asyncio.sleep(5)
+            self.assertEqual(self.loop.time(), 5)
+
+    for name, value in settings.items():
+        setattr(Race, name, value)
+    return Race, log
+
+
+def run_one(case: Type[unittest.TestCase], name: str) -> Tuple[unittest.TestResult, str]:
+    stream = io.StringIO()
+    runner = unittest.TextTestRunner(stream=stream, verbosity=2, warnings="error")
+    result = runner.run(case(name))
+    return result, stream.getvalue()
+
+
+def test_quiesce_runs_explores_each_test_until_its_first_failure() -> None:
+    case, log = race_case(quiesce_runs=400, quiesce_policy="random")
+    result, output = run_one(case, "test_order")
+    assert result.testsRun == 1 and len(result.failures) == 1, output
+    found = re.search(r"quiesce.explore: run (\d+) failed \(random, seed (\d+)\)", output)
+    assert found is not None, output
+    run = int(found.group(1))
+    assert 1 < run < 400 and int(found.group(2)) == run - 1
+    # Every run is a whole one: setUp to the last cleanup, on a fresh loop.
+    assert log == ["setUp", "cleanup"] * run
+    assert "self.assertNotEqual(self.order" in output
+    assert "unittest/case.py" not in output.split("Replay exactly")[1]
+    schedule = re.search(r'quiesce_replay = "(q1-[^"]+)"', output)
+    assert schedule is not None, output
+
+    # The printed setting reruns exactly that run, once.
+    replayed, log = race_case(quiesce_replay=schedule.group(1))
+    result, output = run_one(replayed, "test_order")
+    assert len(result.failures) == 1 and "['e', 'd', 'c', 'b', 'a']" in output, output
+    assert log == ["setUp", "cleanup"]
+
+
+def test_a_passing_exploration_makes_every_run_and_reports_one_success() -> None:
+    case, log = race_case(quiesce_runs=25)
+    result, output = run_one(case, "test_fine")
+    assert result.wasSuccessful() and result.testsRun == 1, output
+    assert log == ["setUp", "cleanup"] * 25
+    fifo, log = race_case(quiesce_runs=25, quiesce_policy="fifo")
+    result, output = run_one(fifo, "test_order")
+    assert result.wasSuccessful(), output
+    assert log == ["setUp", "cleanup"]  # stock order is one schedule
+
+
+def test_exploration_runs_the_schedules_quiesce_explore_runs() -> None:
+    """Run i of a TestCase's exploration is run i of quiesce.explore with the same settings:
+    the same strategy and seed (PCT's horizon from the stock-order run)."""
+    seen: List[Tuple[Any, Any]] = []
+
+    class Case(quiesce.TestCase):
+        quiesce_runs = 8
+        quiesce_policy = "pct"
+        quiesce_seed = 11
+
+        async def test_it(self) -> None:
+            seen.append((self.loop.policy, self.loop.seed))
+
+    result, output = run_one(Case, "test_it")
+    assert result.wasSuccessful(), output
+    assert seen == [("replay", None)] + [("pct", 11 + index) for index in range(1, 8)]
+
+
+def test_a_skip_inside_an_explored_test_is_reported_once() -> None:
+    class Case(quiesce.TestCase):
+        quiesce_runs = 50
+
+        async def test_it(self) -> None:
+            self.skipTest("not here")
+
+    result, _ = run_one(Case, "test_it")
+    assert result.testsRun == 1 and result.skipped == [(result.skipped[0][0], "not here")]

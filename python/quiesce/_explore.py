@@ -16,6 +16,7 @@ import functools
 import os
 import threading
 import traceback
+import unittest
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Sequence, Tuple
@@ -140,9 +141,14 @@ class Failure:
     #: For a saved schedule replayed before the runs (a failure database's): where it came
     #: from; None for a run of the exploration.
     origin: Optional[str] = None
+    #: What replays the run where ``quiesce.replay(test, schedule)`` does not apply (a
+    #: :class:`quiesce.TestCase`'s class setting); None for the ``quiesce.replay`` line.
+    replay_hint: Optional[str] = None
 
     def replay_line(self) -> str:
         """The line that replays this run: ``quiesce.replay(test, "q1-...")``."""
+        if self.replay_hint is not None:
+            return self.replay_hint
         return f'quiesce.replay({self.test_name}, "{self.schedule}")'
 
     def __str__(self) -> str:
@@ -272,18 +278,24 @@ def _describe_error(error: BaseException) -> str:
     if isinstance(error, _StoppedWithReport):
         return f"quiesce.{type(error).__qualname__}: {error}"
     tb = error.__traceback__
-    # Start at the test's own frames, not at quiesce's (the runner that re-raised its result,
-    # the pytest plugin's fixture set-up around the test).
-    while tb is not None and _is_quiesce_file(tb.tb_frame.f_code.co_filename):
+    # Start at the test's own frames, not at the runners' around it (quiesce's, re-raising
+    # its result or setting up the pytest plugin's fixtures; unittest's and asyncio's, for a
+    # quiesce.TestCase).
+    while tb is not None and _is_runner_file(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_RUNNER_DIRS = (
+    _PACKAGE_DIR,
+    os.path.dirname(os.path.abspath(unittest.__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+)
 
 
-def _is_quiesce_file(filename: str) -> bool:
-    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+def _is_runner_file(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_RUNNER_DIRS)
 
 
 def _test_name(test: object) -> str:
@@ -696,26 +708,30 @@ class Shard:
 
     def owns(self, index: int) -> bool:
         """Whether run ``index`` is one of this shard's own."""
-        return index % self.count == self.number - 1
+        return self.owner(index) == self.number
 
     def owner(self, index: int) -> int:
-        """The number of the shard owning run ``index``."""
-        return index % self.count + 1
+        """The number of the shard owning run ``index`` (-1, the saved schedules replayed
+        before the runs: shard 1)."""
+        return 1 if index < 0 else index % self.count + 1
 
 
-class _NumberedRuns:
-    """Run ``index`` of an exploration under ``random``, ``pct``, ``auto`` or ``fifo``: its
-    strategy and seed depend only on the index, and PCT's horizon (the lane decisions it
-    spreads its priority changes over) is the stock-order run's, run 0 under ``pct`` and
-    ``auto``. So any subset of the runs, in any order and any process, makes the same runs."""
+class _RunPlan:
+    """What run ``index`` of an exploration under ``random``, ``pct``, ``auto`` or ``fifo``
+    is: its strategy and seed depend only on the index. PCT's horizon (the lane decisions it
+    spreads its priority changes over) is that of the stock-order run, run 0 under ``pct``
+    and ``auto``."""
 
-    def __init__(self, test: TestFactory, settings: _Settings) -> None:
-        self.test = test
+    def __init__(self, settings: _Settings) -> None:
         self.settings = settings
-        self.horizon: Optional[int] = None
-        self.stock_outcome: Optional[_Outcome] = None
+
+    @property
+    def total(self) -> int:
+        """How many runs the exploration makes at most."""
+        return 1 if self.settings.policy == "fifo" else self.settings.runs
 
     def strategy(self, index: int) -> Tuple[str, int]:
+        """Run ``index``'s strategy (``"replay"``: stock order) and PCT depth."""
         policy = self.settings.policy
         if policy == "auto" or policy == "pct":
             if index == 0:
@@ -735,31 +751,51 @@ class _NumberedRuns:
         seed = (self.settings.seed + index) % 2**64
         return (f"pct(depth={depth})" if strategy == "pct" else strategy), seed
 
-    def run(self, index: int) -> _Outcome:
+    def needs_horizon(self, index: int) -> bool:
+        """Whether run ``index`` needs the stock-order run's horizon."""
+        return self.strategy(index)[0] == "pct"
+
+    def is_stock_order(self, index: int) -> bool:
+        """Whether run ``index`` is the stock-order run that measures the horizon."""
+        return index == 0 and self.strategy(index)[0] == "replay"
+
+    def loop_options(self, index: int, horizon: Optional[int]) -> Dict[str, Any]:
+        """The :class:`quiesce.Loop` arguments of run ``index`` (``horizon``: the stock-order
+        run's lane decisions, if measured), clock included."""
         strategy, depth = self.strategy(index)
-        if index == 0 and strategy == "replay" and self.stock_outcome is not None:
-            return self.stock_outcome
-        if strategy == "pct" and self.horizon is None:
-            self.stock_order()
         _, seed = self.label(index)
-        options = _loop_options(strategy, seed, depth, self.horizon or 1)
+        options = _loop_options(strategy, seed, depth, max(horizon or 1, 1))
         options["clock"] = self.settings.clock
-        outcome = _run_once(self.test, options, **self.settings.run_options)
-        if index == 0 and strategy == "replay":
-            self._measured(outcome)
-        return outcome
+        return options
+
+
+class _NumberedRuns:
+    """Makes the runs of a :class:`_RunPlan`, in any order and subset; the stock-order run
+    is made once (first when it is wanted, or when a PCT run needs its horizon)."""
+
+    def __init__(self, test: TestFactory, settings: _Settings) -> None:
+        self.test = test
+        self.settings = settings
+        self.plan = _RunPlan(settings)
+        self.horizon: Optional[int] = None
+        self.stock_outcome: Optional[_Outcome] = None
+
+    def run(self, index: int) -> _Outcome:
+        if self.plan.is_stock_order(index):
+            return self.stock_order()
+        if self.plan.needs_horizon(index) and self.horizon is None:
+            self.stock_order()
+        options = self.plan.loop_options(index, self.horizon)
+        return _run_once(self.test, options, **self.settings.run_options)
 
     def stock_order(self) -> _Outcome:
         """Run 0 (stock order), made once: it measures PCT's horizon."""
         if self.stock_outcome is None:
             options = {"schedule": "q1-", "clock": self.settings.clock}
-            self._measured(_run_once(self.test, options, **self.settings.run_options))
-        assert self.stock_outcome is not None
+            outcome = _run_once(self.test, options, **self.settings.run_options)
+            self.stock_outcome = outcome
+            self.horizon = max(outcome.counts[1], 1)
         return self.stock_outcome
-
-    def _measured(self, outcome: _Outcome) -> None:
-        self.stock_outcome = outcome
-        self.horizon = max(outcome.counts[1], 1)
 
 
 def _explore(
@@ -779,6 +815,33 @@ def _explore(
         shard=None if shard is None else (shard.number, shard.count),
     )
     seen: set = set()
+    if shard is None or shard.number == 1:
+        found = _replay_saved(test, settings, result, seen, saved)
+        if found is not None:
+            if shard is not None:
+                # Index -1: before every run, so the other shards stop and name this one.
+                shard.progress.record(0, -1)
+            result.failure = _saved_failure(test, settings, *found)
+            result.schedules = len(seen)
+            return result
+        saved = ()
+    if policy == "dfs":
+        _explore_bounded(test, settings, result, seen)
+    else:
+        _explore_numbered(test, settings, result, seen, shard or Shard(1, 1), saved)
+    result.schedules = len(seen)
+    return result
+
+
+def _replay_saved(
+    test: TestFactory,
+    settings: _Settings,
+    result: ExploreResult,
+    seen: set,
+    saved: Sequence[SavedSchedule],
+) -> Optional[Tuple[SavedSchedule, _Outcome]]:
+    """Replays the ``saved`` schedules in turn (setting their verdicts) up to the first that
+    fails again, returned with its run."""
     for entry in saved:
         outcome = _run_once(
             test, {"schedule": entry.schedule, "clock": settings.clock}, **settings.run_options
@@ -794,26 +857,29 @@ def _explore(
             else "failed"
         )
         if entry.verdict == "failed":
-            if shard is not None:
-                # Index -1: before every run, so the other shards stop and name this one.
-                shard.progress.record(0, -1)
-            failure = _failure(test, outcome, 0, "saved", None, settings)
-            result.failure = dataclasses.replace(failure, origin=entry.origin)
-            result.schedules = len(seen)
-            return result
-    if policy == "dfs":
-        _explore_bounded(test, settings, result, seen)
-    else:
-        _explore_numbered(test, settings, result, seen, shard or Shard(1, 1))
-    result.schedules = len(seen)
-    return result
+            return entry, outcome
+    return None
+
+
+def _saved_failure(
+    test: TestFactory, settings: _Settings, entry: SavedSchedule, outcome: _Outcome
+) -> Failure:
+    failure = _failure(test, outcome, 0, "saved", None, settings)
+    return dataclasses.replace(failure, origin=entry.origin)
 
 
 def _explore_numbered(
-    test: TestFactory, settings: _Settings, result: ExploreResult, seen: set, shard: Shard
+    test: TestFactory,
+    settings: _Settings,
+    result: ExploreResult,
+    seen: set,
+    shard: Shard,
+    saved: Sequence[SavedSchedule] = (),
 ) -> None:
+    """The runs of ``shard``; ``saved``: the saved schedules shard 1 replays first (run
+    index -1), which another shard replays too once it has found a failure of its own."""
     runs = _NumberedRuns(test, settings)
-    total = 1 if settings.policy == "fifo" else settings.runs
+    total = runs.plan.total
     progress = shard.progress
 
     def made(outcome: _Outcome) -> None:
@@ -835,6 +901,11 @@ def _explore_numbered(
         passed_through = index + 1
         if result.runs % 16 == 0:
             progress.record(passed_through, None)
+    saved_failure: Optional[Tuple[SavedSchedule, _Outcome]] = None
+    if failed is not None and saved:
+        saved_failure = _replay_saved(test, settings, result, seen, saved)
+        if saved_failure is not None:
+            failed = (-1, saved_failure[1])
     if failed is not None and shard.count > 1:
         # The first failure is the lowest failing index: make the lower runs of the other
         # shards that are not known to have passed.
@@ -863,7 +934,10 @@ def _explore_numbered(
     if failed is None:
         return
     index, outcome = failed
-    label, seed = runs.label(index)
+    if saved_failure is not None and index == -1:
+        result.failure = _saved_failure(test, settings, *saved_failure)
+        return
+    label, seed = runs.plan.label(index)
     shrunk_from, shrink_runs = None, 0
     if settings.shrink:
         shrunk_from = outcome.counts[2]

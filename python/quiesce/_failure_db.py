@@ -47,6 +47,9 @@ class Entry:
     error: str
     #: The rootdir the node id is relative to.
     rootdir: str
+    #: The test run (pytest session, or all workers of one xdist run) that saved it: the
+    #: same run does not replay it (another shard of the test found it and reports it).
+    session: str = ""
     #: Where the entry is stored (not saved in the file).
     path: Optional[str] = None
 
@@ -71,7 +74,7 @@ def read_entry(path: Path) -> Entry:
         raise ValueError(
             f"{str(path)!r} is not a failure database entry (not JSON: {error})"
         ) from None
-    names = set(Entry.__dataclass_fields__) - {"path"}
+    names = set(Entry.__dataclass_fields__) - {"path", "session"}
     if not isinstance(fields, dict) or not names <= set(fields):
         missing = sorted(names - set(fields)) if isinstance(fields, dict) else sorted(names)
         raise ValueError(
@@ -79,15 +82,18 @@ def read_entry(path: Path) -> Entry:
         )
     if not isinstance(fields["nodeid"], str) or not isinstance(fields["schedule"], str):
         raise ValueError(f"{str(path)!r}: nodeid and schedule must be strings")
-    return Entry(**{name: fields[name] for name in names}, path=str(path))
+    session = fields.get("session", "")
+    return Entry(**{name: fields[name] for name in names}, session=str(session), path=str(path))
 
 
 class FailureDatabase:
-    """The failing schedules saved under ``directory`` for the tests of ``rootdir``."""
+    """The failing schedules saved under ``directory`` for the tests of ``rootdir``, by test
+    run ``session``."""
 
-    def __init__(self, directory: Path, rootdir: Path) -> None:
+    def __init__(self, directory: Path, rootdir: Path, session: str) -> None:
         self.directory = directory
         self.rootdir = rootdir
+        self.session = session
 
     def _test_directory(self, nodeid: str) -> Path:
         return self.directory / _digest(nodeid)
@@ -99,8 +105,8 @@ class FailureDatabase:
             write_atomically(ignore, GITIGNORE)
 
     def entries(self, nodeid: str) -> List[Entry]:
-        """The saved schedules of test ``nodeid``, oldest first (unreadable files skipped:
-        another process may be deleting one)."""
+        """The saved schedules of test ``nodeid`` from earlier test runs, oldest first
+        (unreadable files skipped: another process may be deleting one)."""
         found: List[Entry] = []
         directory = self._test_directory(nodeid)
         if not directory.is_dir():
@@ -110,7 +116,7 @@ class FailureDatabase:
                 entry = read_entry(path)
             except ValueError:
                 continue
-            if entry.nodeid == nodeid:
+            if entry.nodeid == nodeid and entry.session != self.session:
                 found.append(entry)
         found.sort(key=lambda entry: (entry.found, entry.schedule))
         return found
@@ -138,6 +144,7 @@ class FailureDatabase:
             passes=0,
             error=f"{type(error).__name__}: {message}" if message else type(error).__name__,
             rootdir=str(self.rootdir),
+            session=self.session,
         )
         path = self._test_directory(nodeid) / f"{_digest(schedule)}.json"
         write_atomically(path, entry.to_json())
@@ -158,6 +165,12 @@ class FailureDatabase:
             return
         if path.exists():
             write_atomically(path, entry.to_json())
+
+    def failed_again(self, entry: Entry) -> None:
+        """Counts a failure of ``entry``: its passes in a row start again from 0."""
+        if entry.path is not None and entry.passes:
+            entry.passes = 0
+            write_atomically(Path(entry.path), entry.to_json())
 
     def forget(self, entry: Entry) -> None:
         """Deletes ``entry`` (its schedule no longer fits the test)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -77,7 +78,19 @@ def database(config: pytest.Config) -> Optional[FailureDatabase]:
     directory = Path(given) if given else rootdir / DEFAULT_DATABASE
     if not directory.is_absolute():
         directory = Path(config.invocation_params.dir) / directory
-    return FailureDatabase(directory, rootdir)
+    return FailureDatabase(directory, rootdir, test_run_id(config))
+
+
+def test_run_id(config: pytest.Config) -> str:
+    """An id of this test run, the same in every xdist worker of it."""
+    workerinput = _workerinput(config)
+    if workerinput is not None and "testrunuid" in workerinput:
+        return str(workerinput["testrunuid"])
+    run_id = getattr(config, "_quiesce_test_run_id", None)
+    if run_id is None:
+        run_id = uuid.uuid4().hex
+        config._quiesce_test_run_id = run_id  # type: ignore[attr-defined]
+    return str(run_id)
 
 
 def _workerinput(config: pytest.Config) -> Optional[Dict[str, Any]]:
@@ -198,7 +211,10 @@ def explore_item(item: pytest.Item, test: TestFactory, **kwargs: Any) -> Explore
     shard = shard_of(item)
     db = database(item.config)
     nodeid = original_nodeid(item)
-    entries = db.entries(nodeid) if db is not None and (shard is None or shard.number == 1) else []
+    entries = db.entries(nodeid) if db is not None else []
+    # Shard 1 replays the saved schedules first and keeps their counts; the others replay
+    # them only after a failure of their own (a lower failure that shard 1 reports).
+    counts = shard is None or shard.number == 1
     saved = [
         SavedSchedule(
             entry.schedule,
@@ -210,13 +226,17 @@ def explore_item(item: pytest.Item, test: TestFactory, **kwargs: Any) -> Explore
     result = _explore(test, settings, shard=shard, saved=saved)
     if db is None:
         return result
-    for entry, replayed in zip(entries, saved):
+    for entry, replayed in zip(entries, saved if counts else []):
         if replayed.verdict == "passed":
             db.passed(entry)
         elif replayed.verdict == "stale":
             db.forget(entry)
     failure = result.failure
-    if failure is not None:
+    again = [entry for entry, replayed in zip(entries, saved) if replayed.verdict == "failed"]
+    if failure is not None and failure.origin is not None and again:
+        if counts:
+            db.failed_again(again[0])
+    elif failure is not None:
         db.save(
             nodeid,
             failure.schedule,

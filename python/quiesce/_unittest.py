@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import sys
 import unittest
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Optional, Tuple, Type
 
 from quiesce._errors import Deadlock
 from quiesce._loop import _CLOCKS, DEFAULT_WATCHDOG, Loop, _check_seconds, _check_seed
@@ -70,6 +70,14 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
     quiesce_io_grace: ClassVar[Optional[float]] = None
     #: Watchdog of each test's loop (see quiesce.Loop): seconds > 0, or None to wait forever.
     quiesce_watchdog: ClassVar[Optional[float]] = DEFAULT_WATCHDOG
+    #: Explore each test: run it (setUp to the last cleanup) under up to this many schedules,
+    #: each on a fresh loop, and fail at the first failing run (None: run it once).
+    quiesce_runs: ClassVar[Optional[int]] = None
+    #: How those runs pick schedules, as in quiesce.explore: "auto" (the default), "random",
+    #: "pct" or "fifo"; quiesce_seed is the exploration's seed.
+    quiesce_policy: ClassVar[Optional[str]] = None
+    #: Run each test once on this recorded schedule (the one a failing exploration printed).
+    quiesce_replay: ClassVar[Optional[str]] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Checked when the class is defined: a bad value must fail loudly, not (on 3.9 and
@@ -94,10 +102,15 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
                     f"{cls.__qualname__}.quiesce_watchdog must be > 0 seconds, or None to wait "
                     "forever; got 0"
                 )
+        _check_exploration(cls)
 
     def __init__(self, methodName: str = "runTest") -> None:
         super().__init__(methodName)
         self._quiesce_loop: Optional[Loop] = None
+        #: The scheduling arguments of the next run's loop (an exploration's run sets them).
+        self._quiesce_loop_options: Dict[str, Any] = {}
+        #: The last run's loop: its schedule, decision counts and final time.
+        self._quiesce_last_run: Tuple[str, Tuple[int, int, int], float] = ("q1-", (0, 0, 0), 0.0)
 
     @property
     def loop(self) -> Loop:
@@ -121,24 +134,52 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
 
     def _quiesce_new_loop(self) -> Loop:
         """Makes the test's loop and sets it as the current event loop."""
-        loop = Loop(
-            seed=self.quiesce_seed,
-            clock=self.quiesce_clock,
-            io_grace=self.quiesce_io_grace,
-            watchdog=self.quiesce_watchdog,
-        )
+        options: Dict[str, Any] = {"seed": self.quiesce_seed, "clock": self.quiesce_clock}
+        if "schedule" in self._quiesce_loop_options:
+            del options["seed"]  # a recorded schedule makes every decision itself
+        options.update(self._quiesce_loop_options)
+        loop = Loop(io_grace=self.quiesce_io_grace, watchdog=self.quiesce_watchdog, **options)
         self._quiesce_loop = loop
         asyncio.set_event_loop(loop)
         return loop
 
     def _quiesce_forget_loop(self) -> None:
         """After the run: unsets the current event loop and drops the (closed) loop."""
-        if self._quiesce_loop is not None:
+        loop = self._quiesce_loop
+        if loop is not None:
+            self._quiesce_last_run = (loop.schedule, loop._q_decision_counts(), loop.time())
             self._quiesce_loop = None
             asyncio.set_event_loop(None)
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Optional[unittest.TestResult]:
-        """Runs the test on a new :class:`quiesce.Loop`, as ``IsolatedAsyncioTestCase.run``."""
+        """Runs the test on a new :class:`quiesce.Loop`, as ``IsolatedAsyncioTestCase.run``;
+        with ``quiesce_runs``, under up to that many schedules (see the class settings), and
+        with ``quiesce_replay`` once, on that schedule."""
+        if self.quiesce_replay is not None:
+            self._quiesce_loop_options = {"schedule": self.quiesce_replay}
+        elif self.quiesce_runs is not None:
+            from quiesce._unittest_explore import explore_test_case
+
+            if result is None:
+                result = self.defaultTestResult()
+                result.startTestRun()
+                try:
+                    explore_test_case(self, result)
+                finally:
+                    result.stopTestRun()
+                return result
+            explore_test_case(self, result)
+            return result
+        return self._quiesce_run_once(result)
+
+    def _quiesce_run_once(
+        self, result: Optional[unittest.TestResult]
+    ) -> Optional[unittest.TestResult]:
+        """One run of the test, ``IsolatedAsyncioTestCase.run`` on a new loop."""
+        if getattr(self, "_asyncioRunner", None) is not None:
+            # 3.11+: the last run's (closed) runner; a case is made to run once, an
+            # exploration runs it again.
+            self._asyncioRunner = None
         try:
             return super().run(result)
         finally:
@@ -203,3 +244,37 @@ class TestCase(unittest.IsolatedAsyncioTestCase):
                     runner.cancel()
                     loop.run_until_blocked()
                 raise
+
+
+def _check_exploration(cls: Type[TestCase]) -> None:
+    """Checks a :class:`TestCase` subclass's ``quiesce_runs``, ``quiesce_policy`` and
+    ``quiesce_replay`` (raising ``TypeError`` or ``ValueError`` naming the setting)."""
+    from quiesce._unittest_explore import TEST_CASE_POLICIES
+
+    name = cls.__qualname__
+    runs = cls.quiesce_runs
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
+        raise ValueError(f"{name}.quiesce_runs must be a positive int or None; got {runs!r}")
+    policy = cls.quiesce_policy
+    if policy is not None and policy not in TEST_CASE_POLICIES:
+        why = (
+            " (the bounded search steers each run from the last one's choices: use "
+            "quiesce.explore for it)"
+            if policy == "dfs"
+            else ""
+        )
+        raise ValueError(
+            f"{name}.quiesce_policy must be one of {', '.join(map(repr, TEST_CASE_POLICIES))} "
+            f"or None; got {policy!r}{why}"
+        )
+    if policy is not None and runs is None:
+        raise ValueError(
+            f"{name}.quiesce_policy explores the tests, and needs quiesce_runs (how many "
+            "schedules to try), e.g. quiesce_runs = 100"
+        )
+    replay = cls.quiesce_replay
+    if replay is not None and not isinstance(replay, str):
+        raise TypeError(
+            f"{name}.quiesce_replay must be a schedule string like 'q1-AwI', or None; got "
+            f"{type(replay).__name__}"
+        )
