@@ -6,6 +6,7 @@ run on its quiesce loop; everything else stays pytest-asyncio's."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import AsyncIterator, List
 
 import pytest
@@ -39,7 +40,10 @@ async def marked_resource() -> asyncio.AbstractEventLoop:
 @pytest_asyncio.fixture
 def marked_sync_resource() -> asyncio.AbstractEventLoop:
     # pytest-asyncio 1.x makes its own loop the current one while this runs; quiesce tests
-    # see theirs.
+    # see theirs. (Event loop policies are deprecated from 3.14 on, where get_event_loop()
+    # returns the current loop without making one.)
+    if sys.version_info >= (3, 14):
+        return asyncio.get_event_loop()
     return asyncio.get_event_loop_policy().get_event_loop()
 
 
