@@ -82,8 +82,7 @@ def main() -> None:
                 sys.exit(f"pytest -n {workers} failed:\n{done.stdout}\n{done.stderr}")
     base = statistics.median(times[options.workers[0]])
     print(
-        f"# One exploration over pytest-xdist: {options.runs:,} runs of a {options.tasks}-task "
-        "test"
+        f"# One exploration over pytest-xdist: {options.runs:,} runs of a {options.tasks}-task test"
     )
     print()
     print(
