@@ -3,6 +3,9 @@
 import contextvars
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+#: The deepest PCT bug depth (``pct_depth``) a loop takes.
+MAX_PCT_DEPTH: int
+
 class Handle:
     """A scheduled callback, as returned by ``call_soon``."""
 
@@ -111,9 +114,9 @@ class CoreLoop:
     def _q_mismatch(self) -> Optional[Tuple[int, str, int, int]]: ...
     def _q_set_trace(self, on: bool) -> None: ...
     @staticmethod
-    def _q_decode_schedule(text: str) -> List[int]: ...
+    def _q_decode_schedule(text: str) -> List[Tuple[int, int]]: ...
     @staticmethod
-    def _q_encode_schedule(choices: List[int]) -> str: ...
+    def _q_encode_schedule(deviations: Sequence[Tuple[int, int]]) -> str: ...
     @staticmethod
     def _q_next_bounded(
         options: Sequence[int], chosen: List[int], bound: int

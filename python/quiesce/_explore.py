@@ -21,7 +21,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
-from quiesce._core import CoreLoop
+from quiesce._core import MAX_PCT_DEPTH, CoreLoop
 from quiesce._errors import BudgetExceeded, _StoppedWithReport
 from quiesce._loop import (
     DEFAULT_MAX_TIME,
@@ -617,7 +617,7 @@ def _checked_settings(
         runs=_check_count("runs", runs, 1),
         policy=_check_policy(policy),
         seed=_check_explore_seed(seed),
-        pct_depth=_check_count("pct_depth", pct_depth, 1, 2**31 - 1),
+        pct_depth=_check_count("pct_depth", pct_depth, 1, MAX_PCT_DEPTH),
         bound=_check_count("bound", bound, 0),
         clock=clock,
         run_options=_run_options(max_time, max_steps, watchdog, io_grace),
@@ -958,7 +958,7 @@ def _explore_bounded(
             result.exhausted = True
             return
         options: Dict[str, Any] = {
-            "schedule": CoreLoop._q_encode_schedule(choices),
+            "schedule": CoreLoop._q_encode_schedule(_deviations(choices)),
             "clock": settings.clock,
         }
         outcome = _run_once(test, options, decisions=True, **settings.run_options)
@@ -1009,6 +1009,11 @@ def _dfs_plans(
     yield None
 
 
+def _deviations(choices: Sequence[int]) -> List[Tuple[int, int]]:
+    """The non-zero choices of a run, as ``(decision index, chosen index)`` pairs."""
+    return [(index, chosen) for index, chosen in enumerate(choices) if chosen]
+
+
 def _shrink(
     test: TestFactory, outcome: _Outcome, clock: str, run_options: Dict[str, Any]
 ) -> Tuple[_Outcome, int]:
@@ -1024,10 +1029,10 @@ def _shrink(
     original = outcome.error
     assert original is not None
 
-    def attempt(choices: List[int]) -> Optional[_Outcome]:
+    def attempt(kept: List[Tuple[int, int]]) -> Optional[_Outcome]:
         nonlocal runs
         runs += 1
-        options = {"schedule": CoreLoop._q_encode_schedule(choices), "clock": clock}
+        options = {"schedule": CoreLoop._q_encode_schedule(kept), "clock": clock}
         candidate = _run_once(test, options, **run_options)
         if _same_failure(original, candidate.error) and candidate.counts[2] < (best.counts[2]):
             return candidate
@@ -1036,13 +1041,11 @@ def _shrink(
     if isinstance(outcome.error, BudgetExceeded):
         # Each run of a livelock costs the whole budget: only ask whether stock order has it.
         return attempt([]) or best, runs
-    choices = CoreLoop._q_decode_schedule(best.schedule)
-    deviations = [index for index, chosen in enumerate(choices) if chosen]
+    deviations = CoreLoop._q_decode_schedule(best.schedule)
     low, high = 0, len(deviations)  # keeping `high` deviations fails; find the fewest
     while low < high and runs < SHRINK_RUNS:
         keep = (low + high) // 2
-        cut = deviations[keep] if keep < len(deviations) else len(choices)
-        found = attempt(choices[:cut])
+        found = attempt(deviations[:keep])
         if found is not None:
             best, high = found, min(keep, found.counts[2])
         else:
@@ -1052,18 +1055,15 @@ def _shrink(
     # matter together, such as one task let ahead and then held back again.
     block = max(1, best.counts[2] // 2)
     while block >= 1 and runs < SHRINK_RUNS and best.counts[2] > 1:
-        choices = CoreLoop._q_decode_schedule(best.schedule)
-        deviations = [index for index, chosen in enumerate(choices) if chosen]
+        deviations = CoreLoop._q_decode_schedule(best.schedule)
         start, shrunk = 0, False
         while start < len(deviations) and runs < SHRINK_RUNS:
-            dropped = set(deviations[start : start + block])
-            found = attempt([0 if i in dropped else c for i, c in enumerate(choices)])
+            found = attempt(deviations[:start] + deviations[start + block :])
             if found is None:
                 start += block
                 continue
             best, shrunk = found, True
-            choices = CoreLoop._q_decode_schedule(best.schedule)
-            deviations = [index for index, chosen in enumerate(choices) if chosen]
+            deviations = CoreLoop._q_decode_schedule(best.schedule)
         if not shrunk:
             block //= 2
     return best, runs

@@ -21,7 +21,7 @@ import weakref
 from asyncio import format_helpers
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from quiesce._core import CoreLoop, OutsideFacts
+from quiesce._core import MAX_PCT_DEPTH, CoreLoop, OutsideFacts
 from quiesce._errors import BudgetExceeded, Deadlock, time_text
 from quiesce._outside import outside_facts
 from quiesce._queue_views import ReadyView, ScheduledView
@@ -81,11 +81,13 @@ def _check_policy(policy: Optional[str], seed: Optional[int], schedule: Optional
     return policy
 
 
-def _check_positive_int(name: str, value: object) -> int:
+def _check_positive_int(name: str, value: object, maximum: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -215,7 +217,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             # As pasted from a report: surrounding blanks, or base64 padding, do no harm.
             schedule = schedule.strip().rstrip("=")
         policy = _check_policy(policy, seed, schedule)
-        pct_depth = _check_positive_int("pct_depth", pct_depth)
+        pct_depth = _check_positive_int("pct_depth", pct_depth, MAX_PCT_DEPTH)
         pct_horizon = _check_positive_int("pct_horizon", pct_horizon)
         self._q_configure(
             policy,

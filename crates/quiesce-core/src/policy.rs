@@ -62,6 +62,11 @@ pub struct Decision {
     pub time: f64,
 }
 
+/// The deepest PCT bug depth a chooser takes: PCT draws `depth - 1` change points up front,
+/// so the depth bounds that allocation; bugs deeper than a handful of preemptions are beyond
+/// what PCT's guarantee makes findable anyway.
+pub const MAX_PCT_DEPTH: u32 = 1024;
+
 /// How choices are made.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Policy {
@@ -135,7 +140,16 @@ enum Strategy {
     Fifo,
     Random,
     Pct(Box<PctState>),
-    Replay { choices: Vec<u32>, next: usize },
+    Replay(ReplayState),
+}
+
+/// Where a replay is in its schedule.
+struct ReplayState {
+    schedule: Schedule,
+    /// Decisions replayed so far (the log may be cleared during a run; this is not).
+    decided: u64,
+    /// The first deviation of the schedule not reached yet.
+    next: usize,
 }
 
 /// Makes and logs the decisions of one run under a [`Policy`].
@@ -157,10 +171,11 @@ impl Chooser {
             Policy::Pct { seed, depth, horizon } => {
                 let mut rng = fastrand::Rng::with_seed(seed);
                 let horizon = horizon.max(1);
-                let mut change_points: Vec<u64> = (1..depth.max(1)).map(|_| rng.u64(1..=horizon)).collect();
+                let depth = depth.clamp(1, MAX_PCT_DEPTH);
+                let mut change_points: Vec<u64> = (1..depth).map(|_| rng.u64(1..=horizon)).collect();
                 change_points.sort_unstable();
                 let state = PctState {
-                    depth: depth.max(1),
+                    depth,
                     streak: (FRESH_OWNER, 0),
                     next_streak_priority: FRESH_BAND - 1,
                     next_floor_priority: CHANGE_BAND - 1,
@@ -172,7 +187,7 @@ impl Chooser {
                 // The change points took the first draws; owners' priorities take the next.
                 return Self::with(Strategy::Pct(Box::new(state)), rng);
             }
-            Policy::Replay(schedule) => (Strategy::Replay { choices: schedule.into_choices(), next: 0 }, 0),
+            Policy::Replay(schedule) => (Strategy::Replay(ReplayState { schedule, decided: 0, next: 0 }), 0),
         };
         Self::with(strategy, fastrand::Rng::with_seed(seed))
     }
@@ -224,10 +239,10 @@ impl Chooser {
             return self.mismatch;
         }
         match &self.strategy {
-            Strategy::Replay { choices, next } if *next < choices.len() => Some(Mismatch {
+            Strategy::Replay(replay) => replay.schedule.deviations().get(replay.next).map(|&(_, recorded)| Mismatch {
                 index: self.log.len(),
                 kind: DecisionKind::Lane,
-                recorded: choices[*next..].iter().copied().find(|c| *c != 0).unwrap_or(0),
+                recorded,
                 options: 0,
             }),
             _ => None,
@@ -253,7 +268,7 @@ impl Chooser {
         let chosen = match &mut self.strategy {
             Strategy::Fifo => return 0,
             Strategy::Random | Strategy::Pct(_) => self.rng.u32(0..options),
-            Strategy::Replay { .. } => self.replayed(kind, options),
+            Strategy::Replay(_) => self.replayed(kind, options),
         };
         self.record(kind, options, chosen);
         chosen
@@ -264,16 +279,23 @@ impl Chooser {
         let fired = match &mut self.strategy {
             Strategy::Fifo => return false,
             Strategy::Random | Strategy::Pct(_) => self.rng.f64() < probability,
-            Strategy::Replay { .. } => self.replayed(DecisionKind::Fault, 2) == 1,
+            Strategy::Replay(_) => self.replayed(DecisionKind::Fault, 2) == 1,
         };
         self.record(DecisionKind::Fault, 2, u32::from(fired));
         fired
     }
 
     fn replayed(&mut self, kind: DecisionKind, options: u32) -> u32 {
-        let Strategy::Replay { choices, next } = &mut self.strategy else { return 0 };
-        let recorded = choices.get(*next).copied().unwrap_or(0);
-        *next += 1;
+        let Strategy::Replay(replay) = &mut self.strategy else { return 0 };
+        let index = replay.decided;
+        replay.decided += 1;
+        let recorded = match replay.schedule.deviations().get(replay.next) {
+            Some(&(at, chosen)) if at == index => {
+                replay.next += 1;
+                chosen
+            }
+            _ => 0,
+        };
         if recorded < options {
             return recorded;
         }

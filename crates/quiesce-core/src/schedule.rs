@@ -11,10 +11,13 @@ use base64::Engine;
 
 const PREFIX: &str = "q1-";
 
-/// The chosen indices of one run.
+/// The chosen indices of one run, kept sparse: only the decisions that strayed from stock
+/// order, so a schedule takes memory in proportion to its string, whatever decision indices
+/// the string names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Schedule {
-    choices: Vec<u32>,
+    /// `(decision index, chosen index)` of every non-zero choice, in increasing decision order.
+    deviations: Vec<(u64, u32)>,
 }
 
 /// Why a schedule string could not be read.
@@ -41,66 +44,81 @@ impl std::fmt::Display for ScheduleError {
 impl std::error::Error for ScheduleError {}
 
 impl Schedule {
-    /// A schedule from chosen indices (trailing zeros are dropped).
-    pub fn from_choices(mut choices: Vec<u32>) -> Self {
-        while choices.last() == Some(&0) {
-            choices.pop();
+    /// A schedule from the chosen indices of every decision (zeros are stock order).
+    pub fn from_choices(choices: Vec<u32>) -> Self {
+        let deviations = choices
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, chosen)| chosen != 0)
+            .map(|(index, chosen)| (index as u64, chosen))
+            .collect();
+        Self { deviations }
+    }
+
+    /// A schedule from its deviations, `(decision index, chosen index)`; zero choices are
+    /// dropped. `None` if the decision indices are not strictly increasing.
+    pub fn from_deviations(deviations: Vec<(u64, u32)>) -> Option<Self> {
+        let deviations: Vec<(u64, u32)> = deviations.into_iter().filter(|&(_, chosen)| chosen != 0).collect();
+        if deviations.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+            return None;
         }
-        Self { choices }
+        Some(Self { deviations })
     }
 
-    /// The chosen indices (without trailing zeros).
-    pub fn choices(&self) -> &[u32] {
-        &self.choices
+    /// The non-zero choices, `(decision index, chosen index)`, in decision order.
+    pub fn deviations(&self) -> &[(u64, u32)] {
+        &self.deviations
     }
 
-    /// The chosen indices, consuming the schedule.
-    pub fn into_choices(self) -> Vec<u32> {
-        self.choices
+    /// The choice recorded at decision `index` (0, stock order, where none is).
+    pub fn choice_at(&self, index: u64) -> u32 {
+        match self.deviations.binary_search_by_key(&index, |&(at, _)| at) {
+            Ok(found) => self.deviations[found].1,
+            Err(_) => 0,
+        }
     }
 
     /// How far the schedule strays from stock order: the sum of its choices (a choice of
     /// index k passes over k older pieces of work).
     pub fn delays(&self) -> u64 {
-        self.choices.iter().map(|c| u64::from(*c)).sum()
+        self.deviations.iter().map(|&(_, chosen)| u64::from(chosen)).sum()
     }
 
     /// The schedule string, e.g. `q1-AwI`.
     pub fn encode(&self) -> String {
         let mut bytes = Vec::new();
-        let mut zeros: u32 = 0;
-        for &choice in &self.choices {
-            if choice == 0 {
-                zeros += 1;
-            } else {
-                push_varint(&mut bytes, zeros);
-                push_varint(&mut bytes, choice);
-                zeros = 0;
-            }
+        let mut next: u64 = 0;
+        for &(index, chosen) in &self.deviations {
+            push_varint(&mut bytes, index - next);
+            push_varint(&mut bytes, u64::from(chosen));
+            next = index + 1;
         }
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// Reads a schedule string (surrounding whitespace is ignored).
+    /// Reads a schedule string (surrounding whitespace is ignored). Takes memory in
+    /// proportion to the string: a run of zeros, however long, is one number.
     pub fn decode(text: &str) -> Result<Self, ScheduleError> {
         let body = text.trim().strip_prefix(PREFIX).ok_or(ScheduleError::Prefix)?;
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| ScheduleError::Base64)?;
-        let mut choices = Vec::new();
+        let mut deviations = Vec::new();
         let mut rest = bytes.as_slice();
+        let mut next: u64 = 0;
         while !rest.is_empty() {
             let zeros = take_varint(&mut rest)?;
-            let value = take_varint(&mut rest)?;
+            let value = u32::try_from(take_varint(&mut rest)?).map_err(|_| ScheduleError::Truncated)?;
             if value == 0 {
                 return Err(ScheduleError::Truncated);
             }
-            choices.extend(std::iter::repeat_n(0, zeros as usize));
-            choices.push(value);
+            let index = next.checked_add(zeros).ok_or(ScheduleError::Truncated)?;
+            deviations.push((index, value));
+            next = index.checked_add(1).ok_or(ScheduleError::Truncated)?;
         }
-        Ok(Self { choices })
+        Ok(Self { deviations })
     }
 }
 
-fn push_varint(bytes: &mut Vec<u8>, mut value: u32) {
+fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
     loop {
         let low = (value & 0x7f) as u8;
         value >>= 7;
@@ -112,14 +130,19 @@ fn push_varint(bytes: &mut Vec<u8>, mut value: u32) {
     }
 }
 
-fn take_varint(rest: &mut &[u8]) -> Result<u32, ScheduleError> {
+/// A LEB128 varint of at most 64 bits (10 bytes); a longer one is corrupt.
+fn take_varint(rest: &mut &[u8]) -> Result<u64, ScheduleError> {
     let mut value: u64 = 0;
-    for shift in (0..35).step_by(7) {
+    for shift in (0..64).step_by(7) {
         let (&byte, tail) = rest.split_first().ok_or(ScheduleError::Truncated)?;
         *rest = tail;
-        value |= u64::from(byte & 0x7f) << shift;
+        let bits = u64::from(byte & 0x7f);
+        if shift == 63 && bits > 1 {
+            return Err(ScheduleError::Truncated);
+        }
+        value |= bits << shift;
         if byte & 0x80 == 0 {
-            return u32::try_from(value).map_err(|_| ScheduleError::Truncated);
+            return Ok(value);
         }
     }
     Err(ScheduleError::Truncated)
@@ -154,7 +177,7 @@ mod tests {
     #[test]
     fn stock_order_is_the_bare_prefix() {
         assert_eq!(Schedule::from_choices(vec![0, 0, 0]).encode(), "q1-");
-        assert_eq!(Schedule::decode("q1-").unwrap().choices(), &[] as &[u32]);
+        assert_eq!(Schedule::decode("q1-").unwrap().deviations(), &[] as &[(u64, u32)]);
     }
 
     #[test]
@@ -164,14 +187,55 @@ mod tests {
         assert_eq!(Schedule::decode("q1-gA"), Err(ScheduleError::Truncated));
     }
 
+    #[test]
+    fn a_long_run_of_zeros_is_one_number_not_an_allocation() {
+        // Once expanded eagerly: 4 billion zeros, 16 GiB, and the interpreter aborted.
+        let schedule = Schedule::decode("q1-_____w8B").unwrap();
+        assert_eq!(schedule.deviations(), &[(u64::from(u32::MAX), 1)]);
+        assert_eq!(schedule.choice_at(u64::from(u32::MAX)), 1);
+        assert_eq!(schedule.choice_at(7), 0);
+        assert_eq!(Schedule::decode(&schedule.encode()).unwrap(), schedule);
+        // Decision indices past u64 are corrupt, not wrapped.
+        let huge = Schedule::from_deviations(vec![(u64::MAX - 1, 1)]).unwrap().encode();
+        assert!(Schedule::decode(&huge).is_ok());
+        let mut bytes = Vec::new();
+        push_varint(&mut bytes, u64::MAX);
+        push_varint(&mut bytes, 1);
+        push_varint(&mut bytes, 0);
+        push_varint(&mut bytes, 1);
+        let overflow = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        assert_eq!(Schedule::decode(&overflow), Err(ScheduleError::Truncated));
+        assert_eq!(Schedule::decode("q1-_____________w"), Err(ScheduleError::Truncated));
+    }
+
+    #[test]
+    fn deviations_must_increase() {
+        assert!(Schedule::from_deviations(vec![(3, 1), (3, 2)]).is_none());
+        assert!(Schedule::from_deviations(vec![(3, 1), (2, 2)]).is_none());
+        assert_eq!(Schedule::from_deviations(vec![(1, 0), (3, 2)]).unwrap().deviations(), &[(3, 2)]);
+    }
+
     proptest! {
         #[test]
         fn encoding_round_trips(choices in proptest::collection::vec(prop_oneof![3 => Just(0u32), 1 => 0u32..300], 0..200)) {
             let schedule = Schedule::from_choices(choices.clone());
             let decoded = Schedule::decode(&schedule.encode()).unwrap();
-            let mut trimmed = choices;
-            while trimmed.last() == Some(&0) { trimmed.pop(); }
-            prop_assert_eq!(decoded.choices(), trimmed.as_slice());
+            prop_assert_eq!(&decoded, &schedule);
+            for (index, chosen) in choices.iter().enumerate() {
+                prop_assert_eq!(decoded.choice_at(index as u64), *chosen);
+            }
+        }
+
+        #[test]
+        fn any_string_decodes_within_its_own_size(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            // Arbitrary bytes, as a pasted string might hold: an error or a schedule whose
+            // memory is bounded by the input (each deviation takes at least two bytes).
+            let text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&bytes));
+            if let Ok(schedule) = Schedule::decode(&text) {
+                prop_assert!(schedule.deviations().len() * 2 <= bytes.len());
+                prop_assert!(schedule.deviations.capacity() <= bytes.len());
+                prop_assert_eq!(Schedule::decode(&schedule.encode()).unwrap(), schedule);
+            }
         }
     }
 

@@ -24,7 +24,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use quiesce_core::{
     next_bounded, validate_duration, ClockKind, DecisionKind, IdleState, Owner, Placement, Policy, RunMode, Schedule,
-    Scheduler, TimerId, FRESH_OWNER,
+    Scheduler, TimerId, FRESH_OWNER, MAX_PCT_DEPTH,
 };
 use rustc_hash::FxHashMap;
 
@@ -616,7 +616,10 @@ impl CoreLoop {
         let policy = match policy {
             "fifo" => Policy::Fifo,
             "random" => Policy::Random { seed: seed_for("random")? },
-            "pct" => Policy::Pct { seed: seed_for("pct")?, depth, horizon },
+            "pct" if (1..=MAX_PCT_DEPTH).contains(&depth) => Policy::Pct { seed: seed_for("pct")?, depth, horizon },
+            "pct" => {
+                return Err(PyValueError::new_err(format!("pct_depth must be in 1..={MAX_PCT_DEPTH}, got {depth}")))
+            }
             "replay" => {
                 let text = schedule.ok_or_else(|| PyValueError::new_err("the \"replay\" policy needs a schedule"))?;
                 Policy::Replay(decode_schedule(text)?)
@@ -694,16 +697,21 @@ impl CoreLoop {
         self.trace.store(on, Ordering::Relaxed);
     }
 
-    /// Checks a schedule string; returns its chosen indices.
+    /// Checks a schedule string; returns its deviations from stock order, as
+    /// `(decision index, chosen index)` pairs in decision order (memory in proportion to the
+    /// string, whatever indices it names).
     #[staticmethod]
-    fn _q_decode_schedule(text: &str) -> PyResult<Vec<u32>> {
-        Ok(decode_schedule(text)?.into_choices())
+    fn _q_decode_schedule(text: &str) -> PyResult<Vec<(u64, u32)>> {
+        Ok(decode_schedule(text)?.deviations().to_vec())
     }
 
-    /// The schedule string of `choices`.
+    /// The schedule string of `deviations`, `(decision index, chosen index)` pairs in
+    /// increasing decision order (zero choices are stock order and dropped).
     #[staticmethod]
-    fn _q_encode_schedule(choices: Vec<u32>) -> String {
-        Schedule::from_choices(choices).encode()
+    fn _q_encode_schedule(deviations: Vec<(u64, u32)>) -> PyResult<String> {
+        Schedule::from_deviations(deviations)
+            .map(|schedule| schedule.encode())
+            .ok_or_else(|| PyValueError::new_err("deviations must be in strictly increasing decision order"))
     }
 
     /// Bounded exhaustive search: the choices to replay next after a run whose decisions had

@@ -28,7 +28,7 @@ mod _core {
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
         #[cfg(not(feature = "abi3"))]
         crate::fast_call::install(module.py(), &module.py().get_type::<CoreLoop>())?;
-        let _ = module;
+        module.add("MAX_PCT_DEPTH", quiesce_core::MAX_PCT_DEPTH)?;
         Ok(())
     }
 }
