@@ -4,8 +4,10 @@ the first failure, and reproduce it exactly from a schedule string.
 Every run happens on a fresh :class:`quiesce.Loop` whose policy makes the scheduling
 decisions (which task goes next, which of the timers due at one instant fires first, whether a
 fault point fires); the Rust core records each decision, and the schedule string encodes the
-non-default ones. Replaying a schedule makes the same decisions again, so a deterministic test
-fails the same way, on any machine and any supported Python.
+non-default ones, with a digest of all of them. Replaying a schedule makes the same decisions
+again, so a deterministic test fails the same way on any machine; where the run no longer
+matches the digest (the test changed, or another CPython's asyncio schedules it differently),
+the replay says so instead of passing silently.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import asyncio
 import dataclasses
 import functools
 import os
+import sys
 import threading
 import traceback
 import unittest
+import warnings
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Sequence, Tuple
@@ -98,6 +102,11 @@ class ReplayDiverged(AssertionError):
     """:func:`replay` could not follow the schedule: at some decision it recorded a choice
     that this run did not have (the test, or something it depends on, changed or is not
     deterministic), and the test passed."""
+
+
+class ReplayDivergedWarning(UserWarning):
+    """What ``quiesce.replay(..., strict=False)`` warns with instead of raising
+    :class:`ReplayDiverged`."""
 
 
 class NondeterminismError(AssertionError):
@@ -254,6 +263,9 @@ class _Outcome:
     time: float
     faults: List[Tuple[str, float]]
     mismatch: Optional[Tuple[int, str, int, int]]
+    #: For a replay of a tagged schedule: (recorded decisions, recorded interpreter, decisions
+    #: made) if this run decided otherwise than the recorded one; else None.
+    drift: Optional[Tuple[int, int, int]] = None
     trace: Optional[List[Tuple[str, float]]] = None
     evidence: Dict[str, bool] = field(default_factory=dict)
     #: For the bounded search: every decision's options (compact), and the chosen indices up
@@ -422,6 +434,7 @@ def _run_once(
             time=loop.time(),
             faults=list(loop._q_faults_fired),
             mismatch=loop._q_mismatch(),
+            drift=loop._q_drift(),
             trace=loop._q_trace_log,
             evidence=evidence,
             choices=_compact_choices(loop) if decisions else None,
@@ -507,7 +520,27 @@ def _first_difference(first: _Outcome, second: _Outcome) -> Optional[str]:
 
 
 def _same_failure(original: BaseException, again: Optional[BaseException]) -> bool:
-    return again is not None and type(again) is type(original)
+    """Whether ``again`` is the failure ``original`` is: the same exception type raised from
+    the same place (file and line of the innermost frame), as Hypothesis checks against
+    slipping to another bug. A test with two assertions fails with two different bugs."""
+    return (
+        again is not None
+        and type(again) is type(original)
+        and _raising_place(again) == _raising_place(original)
+    )
+
+
+def _raising_place(error: BaseException) -> Optional[Tuple[str, int]]:
+    """Where ``error`` was raised (None for quiesce's own verdicts, which carry a report, not
+    a traceback: a deadlock, a budget overrun)."""
+    if isinstance(error, _StoppedWithReport):
+        return None
+    tb = error.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename, tb.tb_lineno
 
 
 def explore(
@@ -551,7 +584,8 @@ def explore(
     names the seed, the schedule string and the line that replays it; with
     ``raise_on_failure=False`` it returns the :class:`ExploreResult` instead. With ``shrink``
     (default) a failing random or PCT schedule is first shrunk: up to 200 more runs look for
-    the fewest deviations from stock order that still fail with the same exception type, so
+    the fewest deviations from stock order that still fail the same way (the same exception
+    type from the same line; another failure is another bug), so
     the schedule to read and replay is as short as it can be. With ``check_determinism``
     (default) the failing schedule is then replayed twice, and the failure says whether it
     reproduced, or where two replays diverged and why.
@@ -851,7 +885,7 @@ def _replay_saved(
         seen.add(outcome.schedule)
         entry.verdict = (
             "stale"
-            if outcome.mismatch is not None
+            if outcome.mismatch is not None or outcome.drift is not None
             else "passed"
             if outcome.error is None
             else "failed"
@@ -1018,7 +1052,7 @@ def _shrink(
     test: TestFactory, outcome: _Outcome, clock: str, run_options: Dict[str, Any]
 ) -> Tuple[_Outcome, int]:
     """A failing run with as few deviations from stock order as ``SHRINK_RUNS`` runs find,
-    failing with the same exception type as ``outcome``; and the runs spent. (For a run over
+    failing the same way as ``outcome`` (:func:`_same_failure`); and the runs spent. (For a run over
     its budget, only stock order is tried.)
 
     First the shortest prefix of the recorded choices that still fails (stock order after
@@ -1121,14 +1155,19 @@ def replay(
     max_steps: Optional[int] = DEFAULT_EXPLORE_MAX_STEPS,
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
     io_grace: Optional[float] = None,
+    strict: bool = True,
 ) -> None:
     """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
     decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
     the run raised (the test's exception, a :class:`quiesce.Deadlock`, ...), or returns None
     if it passed.
 
-    Raises :class:`ReplayDiverged` if the test passed but the schedule did not fit it (a
-    recorded choice this run did not have): the test changed, or it is not deterministic.
+    Raises :class:`ReplayDiverged` if the test passed but the run was not the recorded one: a
+    recorded choice this run did not have, or (schedules carry a digest of the recorded run's
+    decisions) other decisions than the recorded run made, even where every recorded choice
+    fit. That happens when the test or what it depends on changed, when it is not
+    deterministic, or on another CPython version whose asyncio schedules the test
+    differently. With ``strict=False`` it warns (:class:`ReplayDivergedWarning`) instead.
     """
     test = _check_test(test, "replay")
     if not isinstance(schedule, str):
@@ -1142,6 +1181,39 @@ def replay(
     )
     if outcome.error is not None:
         raise outcome.error
+    problem = _divergence(outcome)
+    if problem is None:
+        return
+    if strict:
+        raise ReplayDiverged(problem)
+    warnings.warn(problem, ReplayDivergedWarning, stacklevel=2)
+
+
+def _divergence(outcome: _Outcome) -> Optional[str]:
+    """Why a passing replay was not the recorded run, or None if it was."""
+    if outcome.drift is not None:
+        decisions, flavour, made = outcome.drift
+        recorded_on = f"{flavour // 100}.{flavour % 100}"
+        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        what = (
+            f"this run made {made} scheduling decision(s), the recorded run {decisions}"
+            if made < decisions
+            else f"this run's first {decisions} scheduling decision(s) differ from the "
+            "recorded run's"
+        )
+        if recorded_on != here:
+            return (
+                f"the schedule was recorded on CPython {recorded_on}, and this is CPython "
+                f"{here}, whose asyncio schedules this test differently: {what}, so the "
+                "recorded choices picked other work; the test passed. A schedule replays "
+                f"exactly on the CPython version it was recorded on: replay it on "
+                f"{recorded_on}, or explore again here for this version's schedule."
+            )
+        return (
+            f"the replay is not the recorded run: {what}; the test passed. The test or what "
+            "it depends on changed since the schedule was recorded, or it is not "
+            "deterministic (quiesce.check_determinism(test) tells which)."
+        )
     if outcome.mismatch is not None:
         index, kind, recorded, options = outcome.mismatch
         where = (
@@ -1151,11 +1223,12 @@ def replay(
             else f"at decision #{index + 1} ({kind}) it records choice {recorded}, but this "
             f"run had only {options} option(s)"
         )
-        raise ReplayDiverged(
+        return (
             f"the schedule does not fit this run: {where}; the test passed. The test or what "
             "it depends on changed since the schedule was recorded, or it is not "
             "deterministic (quiesce.check_determinism(test) tells which)."
         )
+    return None
 
 
 def check_determinism(

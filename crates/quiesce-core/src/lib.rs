@@ -18,9 +18,11 @@ pub mod timers;
 
 pub use clock::{validate_duration, ClockKind, DurationError, VirtualClock};
 pub use idle::{decide, Action, DeadlockKind, Facts, IdleState, Outside, Pace, RunMode};
-pub use policy::{Chooser, Decision, DecisionKind, Mismatch, Owner, Policy, FRESH_OWNER, MAX_PCT_DEPTH, PLAIN_OWNER};
+pub use policy::{
+    Chooser, Decision, DecisionKind, Drift, Mismatch, Owner, Policy, FRESH_OWNER, MAX_PCT_DEPTH, PLAIN_OWNER,
+};
 pub use ready::{permute_ties, LaneKey, ReadyQueue, PLAIN_LANE};
-pub use schedule::{next_bounded, Schedule, ScheduleError};
+pub use schedule::{next_bounded, Schedule, ScheduleError, TraceDigest, TraceTag};
 pub use timers::{TimerId, TimerQueue};
 
 /// Where a piece of work will run: its lane, and the lane's owner (see [`ReadyQueue::push`]).
@@ -90,6 +92,11 @@ impl<T> Scheduler<T> {
     /// The policy's decision maker.
     pub fn chooser(&self) -> &Chooser {
         self.ready.chooser()
+    }
+
+    /// Names the interpreter for the schedules' tags (see [`Chooser::set_flavour`]).
+    pub fn set_flavour(&mut self, flavour: u32) {
+        self.ready.chooser_mut().set_flavour(flavour);
     }
 
     /// Forgets the decisions made so far (see [`Chooser::clear_log`]).

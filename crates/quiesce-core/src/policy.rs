@@ -11,7 +11,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, TraceDigest, TraceTag};
 
 /// Identifies who a lane's work belongs to, for policies that keep per-owner state (PCT gives
 /// each owner a priority). The binding passes a task's ordinal; [`FRESH_OWNER`] lets the queue
@@ -28,15 +28,17 @@ pub const PLAIN_OWNER: Owner = u64::MAX;
 const FIRST_FRESH_OWNER: Owner = 1 << 62;
 
 /// What a decision was about.
+/// (The discriminants go into schedule digests: keep them.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum DecisionKind {
     /// Which lane of runnable work goes next (index into the lanes, oldest head first).
-    Lane,
+    Lane = 0,
     /// Which of the timers due at one instant fires next (index into those left, in
     /// scheduling order).
-    TimerTie,
+    TimerTie = 1,
     /// Whether a fault point (`buggify`, hold points) fires: 0 no, 1 yes.
-    Fault,
+    Fault = 2,
 }
 
 impl DecisionKind {
@@ -146,6 +148,8 @@ enum Strategy {
 /// Where a replay is in its schedule.
 struct ReplayState {
     schedule: Schedule,
+    /// The digest of this run's decisions when it had made as many as the recorded run.
+    digest_at_recorded: Option<u32>,
     /// Decisions replayed so far (the log may be cleared during a run; this is not).
     decided: u64,
     /// The first deviation of the schedule not reached yet.
@@ -160,6 +164,21 @@ pub struct Chooser {
     now: f64,
     mismatch: Option<Mismatch>,
     next_fresh_owner: Owner,
+    /// Decisions made in this run (the log may be cleared; this is not), and their digest.
+    decided: u64,
+    digest: TraceDigest,
+    /// The interpreter, for the tags of schedules read from this run.
+    flavour: u32,
+}
+
+/// How a replayed run differs from the run its schedule was recorded from, beyond a choice
+/// that no longer fits (see [`Chooser::drift`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drift {
+    /// What the schedule recorded.
+    pub recorded: TraceTag,
+    /// Decisions this run made.
+    pub decisions: u64,
 }
 
 impl Chooser {
@@ -187,13 +206,25 @@ impl Chooser {
                 // The change points took the first draws; owners' priorities take the next.
                 return Self::with(Strategy::Pct(Box::new(state)), rng);
             }
-            Policy::Replay(schedule) => (Strategy::Replay(ReplayState { schedule, decided: 0, next: 0 }), 0),
+            Policy::Replay(schedule) => {
+                (Strategy::Replay(ReplayState { schedule, digest_at_recorded: None, decided: 0, next: 0 }), 0)
+            }
         };
         Self::with(strategy, fastrand::Rng::with_seed(seed))
     }
 
     fn with(strategy: Strategy, rng: fastrand::Rng) -> Self {
-        Self { strategy, rng, log: Vec::new(), now: 0.0, mismatch: None, next_fresh_owner: FIRST_FRESH_OWNER }
+        Self {
+            strategy,
+            rng,
+            log: Vec::new(),
+            now: 0.0,
+            mismatch: None,
+            next_fresh_owner: FIRST_FRESH_OWNER,
+            decided: 0,
+            digest: TraceDigest::default(),
+            flavour: 0,
+        }
     }
 
     /// Whether every choice is index 0 (nothing to decide, nothing to log).
@@ -227,9 +258,32 @@ impl Chooser {
         self.log = Vec::new();
     }
 
-    /// The chosen indices so far, as a replayable schedule.
+    /// Names the interpreter for the tags of the schedules read from this run (`100 * major
+    /// + minor`).
+    pub fn set_flavour(&mut self, flavour: u32) {
+        self.flavour = flavour;
+    }
+
+    /// The chosen indices so far, as a replayable schedule tagged with this run's decisions
+    /// (untagged if it made none: stock order has nothing to check).
     pub fn schedule(&self) -> Schedule {
-        Schedule::from_choices(self.log.iter().map(|d| d.chosen).collect())
+        let schedule = Schedule::from_choices(self.log.iter().map(|d| d.chosen).collect());
+        if self.decided == 0 {
+            return schedule;
+        }
+        schedule.with_tag(TraceTag { decisions: self.decided, digest: self.digest.value(), flavour: self.flavour })
+    }
+
+    /// For a replay of a tagged schedule, once the run is over: whether it made other
+    /// decisions than the recorded run (fewer, or others by kind, options or choice), though
+    /// every recorded choice may have fit.
+    pub fn drift(&self) -> Option<Drift> {
+        let Strategy::Replay(replay) = &self.strategy else { return None };
+        let recorded = replay.schedule.tag()?;
+        if self.decided >= recorded.decisions && replay.digest_at_recorded == Some(recorded.digest) {
+            return None;
+        }
+        Some(Drift { recorded, decisions: self.decided })
     }
 
     /// The first point where a replayed schedule did not fit: a recorded index out of range,
@@ -307,6 +361,13 @@ impl Chooser {
 
     fn record(&mut self, kind: DecisionKind, options: u32, chosen: u32) {
         self.log.push(Decision { kind, options, chosen, time: self.now });
+        self.decided += 1;
+        self.digest.add(kind as u8, options, chosen);
+        if let Strategy::Replay(replay) = &mut self.strategy {
+            if replay.schedule.tag().map(|tag| tag.decisions) == Some(self.decided) {
+                replay.digest_at_recorded = Some(self.digest.value());
+            }
+        }
     }
 }
 
@@ -387,6 +448,36 @@ mod tests {
         let again: Vec<usize> = (0..50).map(|_| replay.choose_lane(5, |i| i as u64)).collect();
         assert_eq!(again, a);
         assert_eq!(replay.mismatch(), None);
+    }
+
+    #[test]
+    fn a_replay_notices_a_run_that_decides_differently() {
+        let record = |options: u32| {
+            let mut c = Chooser::new(Policy::Random { seed: 4 });
+            c.set_flavour(311);
+            for _ in 0..20 {
+                c.choose(DecisionKind::Lane, options);
+            }
+            c.schedule()
+        };
+        let schedule = record(3);
+        assert_eq!(schedule.tag().map(|tag| (tag.decisions, tag.flavour)), Some((20, 311)));
+        let replay = |schedule: &Schedule, options: u32, decisions: usize| {
+            let mut c = Chooser::new(Policy::Replay(schedule.clone()));
+            for _ in 0..decisions {
+                c.choose(DecisionKind::Lane, options);
+            }
+            c.drift()
+        };
+        assert_eq!(replay(&schedule, 3, 20), None, "the same run");
+        assert_eq!(replay(&schedule, 3, 25), None, "more decisions after the recorded ones");
+        let fewer = replay(&schedule, 3, 12).expect("fewer decisions");
+        assert_eq!(fewer.decisions, 12);
+        // Every recorded choice (< 3) fits 4 options, but the runs differ.
+        assert!(replay(&schedule, 4, 20).is_some());
+        // An untagged schedule is not checked.
+        let untagged = Schedule::from_deviations(schedule.deviations().to_vec()).unwrap();
+        assert_eq!(replay(&untagged, 4, 20), None);
     }
 
     #[test]

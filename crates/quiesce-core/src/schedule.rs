@@ -5,6 +5,13 @@
 //! non-zero choices, each as (number of zeros before it, value) in LEB128 varints, base64url
 //! without padding, after a version prefix. Trailing zeros are dropped: replaying past the end
 //! of a schedule chooses 0. FIFO order is `q1-`; a run that deviated twice is about `q1-BwIDAQ`.
+//!
+//! A schedule read from a run also carries a [`TraceTag`] after a `.` (not a base64url
+//! character): how many decisions the run had made, a digest of them (kind, options, choice)
+//! and the CPython version it ran on. A replay compares its own decisions with the tag and so
+//! notices a run that no longer matches the recorded one, even where every recorded index
+//! still fits (asyncio itself scheduling differently on another Python, a changed test).
+//! Strings without a tag, as written before tags existed, replay unchecked.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,6 +25,48 @@ const PREFIX: &str = "q1-";
 pub struct Schedule {
     /// `(decision index, chosen index)` of every non-zero choice, in increasing decision order.
     deviations: Vec<(u64, u32)>,
+    /// What the recorded run was, for a replay to check against (None: unchecked).
+    tag: Option<TraceTag>,
+}
+
+/// What a schedule records of the run it came from, beyond its choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceTag {
+    /// Decisions the run had made when its schedule was read.
+    pub decisions: u64,
+    /// A digest of those decisions (see [`TraceDigest`]).
+    pub digest: u32,
+    /// The interpreter the run ran on, as `100 * major + minor` (311 for CPython 3.11; 0 if
+    /// unknown).
+    pub flavour: u32,
+}
+
+/// FNV-1a over each decision's kind, options and choice: stable across platforms and Rust
+/// versions (a schedule string outlives both), and a few instructions per decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceDigest(u64);
+
+impl Default for TraceDigest {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TraceDigest {
+    /// Adds one decision.
+    pub fn add(&mut self, kind: u8, options: u32, chosen: u32) {
+        let mut hash = self.0;
+        for byte in [kind].into_iter().chain(options.to_le_bytes()).chain(chosen.to_le_bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    /// The digest as a schedule string stores it.
+    pub fn value(self) -> u32 {
+        (self.0 ^ (self.0 >> 32)) as u32
+    }
 }
 
 /// Why a schedule string could not be read.
@@ -52,7 +101,7 @@ impl Schedule {
             .filter(|&(_, chosen)| chosen != 0)
             .map(|(index, chosen)| (index as u64, chosen))
             .collect();
-        Self { deviations }
+        Self { deviations, tag: None }
     }
 
     /// A schedule from its deviations, `(decision index, chosen index)`; zero choices are
@@ -62,7 +111,18 @@ impl Schedule {
         if deviations.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
             return None;
         }
-        Some(Self { deviations })
+        Some(Self { deviations, tag: None })
+    }
+
+    /// This schedule with the tag of the run it came from.
+    pub fn with_tag(mut self, tag: TraceTag) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+
+    /// The tag of the recorded run, if the string had one.
+    pub fn tag(&self) -> Option<TraceTag> {
+        self.tag
     }
 
     /// The non-zero choices, `(decision index, chosen index)`, in decision order.
@@ -93,13 +153,26 @@ impl Schedule {
             push_varint(&mut bytes, u64::from(chosen));
             next = index + 1;
         }
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+        let mut text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        if let Some(tag) = self.tag {
+            let mut bytes = Vec::new();
+            push_varint(&mut bytes, tag.decisions);
+            push_varint(&mut bytes, u64::from(tag.flavour));
+            bytes.extend(tag.digest.to_le_bytes());
+            text.push('.');
+            text.push_str(&URL_SAFE_NO_PAD.encode(bytes));
+        }
+        text
     }
 
     /// Reads a schedule string (surrounding whitespace is ignored). Takes memory in
     /// proportion to the string: a run of zeros, however long, is one number.
     pub fn decode(text: &str) -> Result<Self, ScheduleError> {
-        let body = text.trim().strip_prefix(PREFIX).ok_or(ScheduleError::Prefix)?;
+        let text = text.trim().strip_prefix(PREFIX).ok_or(ScheduleError::Prefix)?;
+        let (body, tag) = match text.split_once('.') {
+            Some((body, tag)) => (body, Some(decode_tag(tag)?)),
+            None => (text, None),
+        };
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| ScheduleError::Base64)?;
         let mut deviations = Vec::new();
         let mut rest = bytes.as_slice();
@@ -114,8 +187,17 @@ impl Schedule {
             deviations.push((index, value));
             next = index.checked_add(1).ok_or(ScheduleError::Truncated)?;
         }
-        Ok(Self { deviations })
+        Ok(Self { deviations, tag })
     }
+}
+
+fn decode_tag(text: &str) -> Result<TraceTag, ScheduleError> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| ScheduleError::Base64)?;
+    let mut rest = bytes.as_slice();
+    let decisions = take_varint(&mut rest)?;
+    let flavour = u32::try_from(take_varint(&mut rest)?).map_err(|_| ScheduleError::Truncated)?;
+    let digest: [u8; 4] = rest.try_into().map_err(|_| ScheduleError::Truncated)?;
+    Ok(TraceTag { decisions, digest: u32::from_le_bytes(digest), flavour })
 }
 
 fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
@@ -206,6 +288,35 @@ mod tests {
         let overflow = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         assert_eq!(Schedule::decode(&overflow), Err(ScheduleError::Truncated));
         assert_eq!(Schedule::decode("q1-_____________w"), Err(ScheduleError::Truncated));
+    }
+
+    #[test]
+    fn a_tag_round_trips_and_old_strings_have_none() {
+        let tag = TraceTag { decisions: 70_000, digest: 0xdead_beef, flavour: 313 };
+        let schedule = Schedule::from_choices(vec![0, 2, 0, 1]).with_tag(tag);
+        let text = schedule.encode();
+        assert!(text.starts_with("q1-AQIBAQ."), "{text}");
+        assert_eq!(Schedule::decode(&text).unwrap(), schedule);
+        assert_eq!(Schedule::decode(&text).unwrap().tag(), Some(tag));
+        assert_eq!(Schedule::decode("q1-AQIBAQ").unwrap().tag(), None);
+        assert_eq!(Schedule::decode("q1-AQIBAQ.AA"), Err(ScheduleError::Truncated));
+        assert_eq!(Schedule::decode("q1-AQIBAQ.*"), Err(ScheduleError::Base64));
+    }
+
+    #[test]
+    fn the_digest_sees_every_part_of_a_decision() {
+        let digest = |decisions: &[(u8, u32, u32)]| {
+            let mut digest = TraceDigest::default();
+            for &(kind, options, chosen) in decisions {
+                digest.add(kind, options, chosen);
+            }
+            digest.value()
+        };
+        let base = digest(&[(0, 2, 1), (1, 3, 0)]);
+        assert_eq!(base, digest(&[(0, 2, 1), (1, 3, 0)]));
+        for other in [[(1, 2, 1), (1, 3, 0)], [(0, 3, 1), (1, 3, 0)], [(0, 2, 0), (1, 3, 0)], [(1, 3, 0), (0, 2, 1)]] {
+            assert_ne!(base, digest(&other));
+        }
     }
 
     #[test]

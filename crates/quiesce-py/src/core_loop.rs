@@ -638,7 +638,10 @@ impl CoreLoop {
             s.io_grace = io_grace;
             s.turn_time = turn_time;
             let owners = std::mem::take(&mut s.task_owners);
-            (std::mem::replace(&mut s.scheduler, Scheduler::new(kind, policy)).drain(), owners)
+            let mut scheduler = Scheduler::new(kind, policy);
+            let version = py.version_info();
+            scheduler.set_flavour(u32::from(version.major) * 100 + u32::from(version.minor));
+            (std::mem::replace(&mut s.scheduler, scheduler).drain(), owners)
         })?;
         drop(replaced);
         this.uses_lanes.store(lanes, Ordering::Relaxed);
@@ -660,6 +663,15 @@ impl CoreLoop {
     /// The schedule string of the decisions made so far.
     fn _q_schedule(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |s| s.scheduler.chooser().schedule().encode())
+    }
+
+    /// For a replay of a tagged schedule, at the end of the run: how it differs from the
+    /// recorded run, as (recorded decisions, recorded interpreter as 100 * major + minor,
+    /// decisions made); None if it matches (or nothing was recorded to compare).
+    fn _q_drift(&self, py: Python<'_>) -> PyResult<Option<(u64, u32, u64)>> {
+        self.with(py, |s| {
+            s.scheduler.chooser().drift().map(|d| (d.recorded.decisions, d.recorded.flavour, d.decisions))
+        })
     }
 
     /// The decisions made so far (the first `limit` of them), as (kind, options, chosen,
