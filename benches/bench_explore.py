@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -135,6 +135,44 @@ def table_cost(reps: int, count: int = 1000) -> List[str]:
     return lines
 
 
+def many_tasks(count: int) -> Callable[[], Any]:
+    """A test of ``count`` tasks, each taking three turns: ``count`` runnable lanes at most
+    decisions."""
+
+    async def test() -> None:
+        async def worker() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(worker() for _ in range(count)))
+
+    return test
+
+
+def table_pct_cost(reps: int, sizes: Tuple[int, ...] = (100, 1000, 4000)) -> List[str]:
+    """Per-run cost of PCT (depth 3) against random scheduling, by the number of tasks."""
+    lines = [
+        "| tasks | random ms per run | PCT ms per run | PCT / random |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        test = many_tasks(size)
+        runs = max(2, 2000 // size)
+        samples: Dict[str, List[float]] = {"random": [], "pct": []}
+        for rep in range(reps):
+            for policy in ("random", "pct") if rep % 2 == 0 else ("pct", "random"):
+                started = time.perf_counter()
+                result = quiesce.explore(
+                    test, runs=runs, policy=policy, seed=rep, check_determinism=False
+                )
+                samples[policy].append((time.perf_counter() - started) / runs)
+                assert result.ok
+        random_ms = statistics.median(samples["random"]) * 1e3
+        pct_ms = statistics.median(samples["pct"]) * 1e3
+        lines.append(f"| {size:,} | {random_ms:.1f} | {pct_ms:.1f} | {pct_ms / random_ms:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=30, help="base seeds per strategy")
@@ -150,6 +188,11 @@ def main() -> None:
     print("\n".join(table_runs_to_failure(args.seeds, args.max_runs)))
     print(f"\n## Cost per run (median of {args.reps} interleaved repetitions)\n")
     print("\n".join(table_cost(args.reps)))
+    print(
+        f"\n## PCT against random, by runnable tasks (median of {args.reps} interleaved "
+        "repetitions; each task takes three turns)\n"
+    )
+    print("\n".join(table_pct_cost(args.reps)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -442,3 +443,36 @@ def test_explore_of_a_test_quiesce_does_not_run_is_a_usage_error(tmp_path: Path)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "none of the 1 selected test(s) runs on quiesce" in proc.stderr
     assert "only async def tests run on quiesce" in proc.stderr
+
+
+def test_replay_of_a_failure_database_entry_passes_the_rest_to_pytest(tmp_path: Path) -> None:
+    entry = tmp_path / "entry.json"
+    entry.write_text(
+        json.dumps(
+            {
+                "nodeid": "tests/test_x.py::test_y",
+                "schedule": "q1-AAEAAQ",
+                "found": "2026-12-08T00:00:00+00:00",
+                "run": 2,
+                "policy": "random",
+                "seed": 1,
+                "passes": 0,
+                "error": "AssertionError",
+                "rootdir": str(tmp_path),
+            }
+        )
+    )
+    # A pytest option's value must not be taken for the (absent) SCHEDULE argument.
+    command = pytest_command(["replay", str(entry), "-p", "no:cacheprovider", "-x"])
+    assert command[3:] == [
+        str(tmp_path / "tests/test_x.py::test_y"),
+        "--quiesce-mode=auto",
+        "--quiesce-replay=q1-AAEAAQ",
+        f"--rootdir={tmp_path}",
+        "-p",
+        "no:cacheprovider",
+        "-x",
+    ]
+    entry.write_text("{}")
+    proc = quiesce_cli("replay", str(entry), cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a failure database entry (missing" in proc.stderr

@@ -213,7 +213,12 @@ def pytest_command(argv: Sequence[str]) -> List[str]:
     ``python -m quiesce``) and returns the pytest command it runs. Exits with status 2 and a
     usage message on bad arguments, as the command line does."""
     parser, _ = _parsers()
-    options, rest = parser.parse_known_args(list(argv))
+    argv = list(argv)
+    if len(argv) >= 2 and argv[0] == "replay" and argv[1].endswith(".json"):
+        # Everything after the entry goes to pytest as it is: argparse (3.14+) would take a
+        # pytest option's value (`-p no:cacheprovider`) for the optional SCHEDULE.
+        return _replay_entry_command(parser, argv[1], argv[2:])
+    options, rest = parser.parse_known_args(argv)
     if options.command == "explore":
         return explore_command(
             options.test_id,
@@ -223,25 +228,30 @@ def pytest_command(argv: Sequence[str]) -> List[str]:
             pytest_args=rest,
         )
     if options.command == "replay":
-        if options.schedule is not None:
-            return replay_command(options.test_id, options.schedule, pytest_args=rest)
-        if not options.test_id.endswith(".json"):
+        if options.schedule is None:
             parser.error(
                 "replay takes TEST_ID SCHEDULE (from a failure report), or one failure "
                 f"database entry ENTRY.json; got only {options.test_id!r}"
             )
-        try:
-            entry = read_entry(Path(options.test_id))
-        except ValueError as error:
-            parser.error(str(error))
-        if not entry.rootdir:
-            return replay_command(entry.nodeid, entry.schedule, pytest_args=rest)
-        # The node id is relative to the rootdir it was found under: run it from there.
-        test_id = os.path.join(entry.rootdir, entry.nodeid)
-        rootdir = f"--rootdir={entry.rootdir}"
-        return replay_command(test_id, entry.schedule, pytest_args=[rootdir, *rest])
+        return replay_command(options.test_id, options.schedule, pytest_args=rest)
     parser.error("expected an explore or replay command")
     raise AssertionError("unreachable")  # parser.error exits
+
+
+def _replay_entry_command(
+    parser: argparse.ArgumentParser, path: str, pytest_args: Sequence[str]
+) -> List[str]:
+    """The pytest command replaying failure database entry ``path``."""
+    try:
+        entry = read_entry(Path(path))
+    except ValueError as error:
+        parser.error(str(error))
+    if not entry.rootdir:
+        return replay_command(entry.nodeid, entry.schedule, pytest_args=pytest_args)
+    # The node id is relative to the rootdir it was found under: run it from there.
+    test_id = os.path.join(entry.rootdir, entry.nodeid)
+    rootdir = f"--rootdir={entry.rootdir}"
+    return replay_command(test_id, entry.schedule, pytest_args=[rootdir, *pytest_args])
 
 
 def _split_run_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:

@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod idle;
+mod pct;
 pub mod policy;
 pub mod ready;
 pub mod schedule;

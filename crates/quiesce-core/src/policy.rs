@@ -9,8 +9,9 @@
 //! indices, which is what a schedule string encodes (see [`crate::schedule`]), and the zeros
 //! (the default) cost nothing to store.
 
-use rustc_hash::FxHashMap;
-
+use crate::pct::PctState;
+pub use crate::pct::PCT_MAX_STREAK;
+use crate::ready::LaneKey;
 use crate::schedule::{Schedule, TraceDigest, TraceTag};
 
 /// Identifies who a lane's work belongs to, for policies that keep per-owner state (PCT gives
@@ -98,35 +99,6 @@ impl Policy {
     }
 }
 
-/// Lane decisions in a row one owner may win under PCT before it is demoted (see
-/// [`Policy::Pct`]). Far above what a task that blocks now and then wins in a row, so PCT's
-/// schedules of such tasks are untouched.
-pub const PCT_MAX_STREAK: u32 = 64;
-
-/// PCT priority bands, highest first: owners not yet demoted (`FRESH_BAND` and up, drawn at
-/// random); owners demoted for a streak while only higher bands were in play (counting down
-/// from `FRESH_BAND`); owners demoted at change points (`CHANGE_BAND + depth - k` for the
-/// k-th change point); owners demoted for a streak while a change-point owner was in play
-/// (counting down from `CHANGE_BAND`). A streak demotion always lands below every other
-/// runnable owner, so the owner it waits for runs next.
-const FRESH_BAND: u64 = 1 << 62;
-const CHANGE_BAND: u64 = 1 << 40;
-
-struct PctState {
-    depth: u32,
-    /// The owner that won the last lane decisions, and how many in a row.
-    streak: (Owner, u32),
-    /// The priorities the next owners demoted for a streak get, above and below the
-    /// change-point band (each goes below the last).
-    next_streak_priority: u64,
-    next_floor_priority: u64,
-    /// Lane decisions at which the chosen owner is demoted, ascending.
-    change_points: Vec<u64>,
-    next_change: usize,
-    lane_decisions: u64,
-    priorities: FxHashMap<Owner, u64>,
-}
-
 /// Where a replayed schedule stopped fitting the run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Mismatch {
@@ -189,21 +161,7 @@ impl Chooser {
             Policy::Random { seed } => (Strategy::Random, seed),
             Policy::Pct { seed, depth, horizon } => {
                 let mut rng = fastrand::Rng::with_seed(seed);
-                let horizon = horizon.max(1);
-                let depth = depth.clamp(1, MAX_PCT_DEPTH);
-                let mut change_points: Vec<u64> = (1..depth).map(|_| rng.u64(1..=horizon)).collect();
-                change_points.sort_unstable();
-                let state = PctState {
-                    depth,
-                    streak: (FRESH_OWNER, 0),
-                    next_streak_priority: FRESH_BAND - 1,
-                    next_floor_priority: CHANGE_BAND - 1,
-                    change_points,
-                    next_change: 0,
-                    lane_decisions: 0,
-                    priorities: FxHashMap::default(),
-                };
-                // The change points took the first draws; owners' priorities take the next.
+                let state = PctState::new(&mut rng, depth.clamp(1, MAX_PCT_DEPTH), horizon.max(1));
                 return Self::with(Strategy::Pct(Box::new(state)), rng);
             }
             Policy::Replay(schedule) => {
@@ -304,13 +262,67 @@ impl Chooser {
     }
 
     /// Chooses which of `options` lanes runs next; `owner_of(i)` is the owner of lane `i`
-    /// (lanes ordered oldest head first).
+    /// (lanes ordered oldest head first). Under PCT this ranks the lanes anew at each call;
+    /// a ready queue keeps them ranked instead (the lane events below and
+    /// [`Chooser::choose_ranked_lane`]).
     pub fn choose_lane(&mut self, options: usize, owner_of: impl Fn(usize) -> Owner) -> usize {
         debug_assert!(options >= 2);
-        let chosen = match &mut self.strategy {
-            Strategy::Pct(pct) => pct.choose(&mut self.rng, options, owner_of),
-            _ => return self.choose(DecisionKind::Lane, options as u32) as usize,
+        let Strategy::Pct(pct) = &mut self.strategy else {
+            return self.choose(DecisionKind::Lane, options as u32) as usize;
         };
+        for index in 0..options {
+            pct.lane_ready(&mut self.rng, index as LaneKey, owner_of(index), index as u64);
+        }
+        let chosen = pct.choose(|_| true) as usize;
+        pct.clear_lanes();
+        self.record(DecisionKind::Lane, options as u32, chosen as u32);
+        chosen
+    }
+
+    /// A lane became runnable: its owner and the sequence number of its head entry (only
+    /// PCT keeps lanes ranked; for the others this does nothing).
+    pub fn lane_ready(&mut self, lane: LaneKey, owner: Owner, head: u64) {
+        if let Strategy::Pct(pct) = &mut self.strategy {
+            pct.lane_ready(&mut self.rng, lane, owner, head);
+        }
+    }
+
+    /// A runnable lane's head entry changed (the old one ran).
+    pub fn lane_head(&mut self, lane: LaneKey, head: u64) {
+        if let Strategy::Pct(pct) = &mut self.strategy {
+            pct.lane_head(lane, head);
+        }
+    }
+
+    /// A lane ran out of entries.
+    pub fn lane_gone(&mut self, lane: LaneKey) {
+        if let Strategy::Pct(pct) = &mut self.strategy {
+            pct.lane_gone(lane);
+        }
+    }
+
+    /// Every lane was emptied at once.
+    pub fn lanes_cleared(&mut self) {
+        if let Strategy::Pct(pct) = &mut self.strategy {
+            pct.clear_lanes();
+        }
+    }
+
+    /// Under PCT, with its lanes kept ranked by the lane events: chooses which of the
+    /// `options` runnable lanes that are `eligible` runs next, in O(log n), and logs the
+    /// choice as `index_of(lane)`, the lane's index among the options (oldest head first).
+    /// Under another policy, [`Chooser::choose_lane`]'s choice.
+    pub fn choose_ranked_lane(
+        &mut self,
+        options: usize,
+        eligible: impl Fn(LaneKey) -> bool,
+        index_of: impl Fn(LaneKey) -> usize,
+    ) -> usize {
+        debug_assert!(options >= 2);
+        let Strategy::Pct(pct) = &mut self.strategy else {
+            return self.choose(DecisionKind::Lane, options as u32) as usize;
+        };
+        let chosen = index_of(pct.choose(eligible));
         self.record(DecisionKind::Lane, options as u32, chosen as u32);
         chosen
     }
@@ -371,59 +383,10 @@ impl Chooser {
     }
 }
 
-impl PctState {
-    fn priority(&mut self, rng: &mut fastrand::Rng, owner: Owner) -> u64 {
-        // Initial priorities live above every demoted one.
-        *self.priorities.entry(owner).or_insert_with(|| FRESH_BAND + rng.u64(..FRESH_BAND))
-    }
-
-    fn highest(&mut self, rng: &mut fastrand::Rng, options: usize, owner_of: &impl Fn(usize) -> Owner) -> usize {
-        let mut best = (0, 0);
-        for index in 0..options {
-            let priority = self.priority(rng, owner_of(index));
-            if index == 0 || priority > best.1 {
-                best = (index, priority);
-            }
-        }
-        best.0
-    }
-
-    fn choose(&mut self, rng: &mut fastrand::Rng, options: usize, owner_of: impl Fn(usize) -> Owner) -> usize {
-        self.lane_decisions += 1;
-        let mut chosen = self.highest(rng, options, &owner_of);
-        while self.change_points.get(self.next_change) == Some(&self.lane_decisions) {
-            // Demote the owner about to run below everyone; later change points go lower still.
-            self.next_change += 1;
-            let demoted = CHANGE_BAND + u64::from(self.depth) - self.next_change as u64;
-            self.priorities.insert(owner_of(chosen), demoted);
-            chosen = self.highest(rng, options, &owner_of);
-        }
-        let owner = owner_of(chosen);
-        self.streak = if self.streak.0 == owner { (owner, self.streak.1 + 1) } else { (owner, 1) };
-        if self.streak.1 > PCT_MAX_STREAK {
-            let lowest_other = (0..options)
-                .filter(|index| *index != chosen)
-                .map(|index| self.priority(rng, owner_of(index)))
-                .min()
-                .unwrap_or(u64::MAX);
-            let counter = if lowest_other > CHANGE_BAND + u64::from(self.depth) {
-                &mut self.next_streak_priority
-            } else {
-                &mut self.next_floor_priority
-            };
-            let lower = *counter;
-            *counter = counter.saturating_sub(1);
-            self.priorities.insert(owner, lower);
-            chosen = self.highest(rng, options, &owner_of);
-            self.streak = (owner_of(chosen), 1);
-        }
-        chosen
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pct::CHANGE_BAND;
 
     #[test]
     fn fifo_always_picks_the_default_and_logs_nothing() {

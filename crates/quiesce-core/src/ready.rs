@@ -149,6 +149,7 @@ impl<T> ReadyQueue<T> {
         match &mut self.inner {
             Inner::Fifo(queue) => queue.drain(..).collect(),
             Inner::Lanes(lanes) => {
+                self.chooser.lanes_cleared();
                 lanes.order.clear();
                 lanes.barriers = 0;
                 lanes.step_plain = NO_BARRIER;
@@ -195,6 +196,18 @@ impl<T> LaneQueue<T> {
         self.lanes.insert(key, Lane { entries, owner });
         // The newest entry: its lane goes last in head order.
         self.order.push_back((seq, barrier, key));
+        chooser.lane_ready(key, owner, seq);
+    }
+
+    /// The index into `order` of `key`'s lane (`order` is sorted by head sequence number).
+    fn order_index(&self, key: LaneKey) -> usize {
+        let head = self.lanes[&key].entries.front().map_or(0, |entry| entry.0);
+        self.order.partition_point(|&(seq, _, _)| seq < head)
+    }
+
+    /// The sequence number of the oldest queued plain callback (`u64::MAX`: none).
+    fn plain_head(&self) -> u64 {
+        self.lanes.get(&PLAIN_LANE).and_then(|lane| lane.entries.front()).map_or(u64::MAX, |e| e.0)
     }
 
     /// Fills `options` with the indices into `order` of the lanes that may go next: all but
@@ -202,15 +215,17 @@ impl<T> LaneQueue<T> {
     /// among them (what it waits for is older still), so option 0 stays FIFO.
     fn collect_options(&mut self) {
         self.options.clear();
-        let plain_head = self.lanes.get(&PLAIN_LANE).and_then(|lane| lane.entries.front()).map_or(u64::MAX, |e| e.0);
+        let plain_head = self.plain_head();
         let order = &self.order;
         self.options.extend((0..order.len()).filter(|&i| order[i].1 == NO_BARRIER || order[i].1 < plain_head));
     }
 
     fn pop(&mut self, chooser: &mut Chooser) -> Option<T> {
+        let ranked = chooser.uses_owners();
         let index = match (self.order.len(), self.barriers) {
             (0, _) => return None,
             (1, _) => 0,
+            (options, 0) if ranked => chooser.choose_ranked_lane(options, |_| true, |key| self.order_index(key)),
             (options, 0) => {
                 let (order, lanes) = (&self.order, &self.lanes);
                 chooser.choose_lane(options, |i| lanes[&order[i].2].owner)
@@ -219,6 +234,18 @@ impl<T> LaneQueue<T> {
                 self.collect_options();
                 match self.options.len() {
                     1 => self.options[0],
+                    options if ranked => {
+                        let plain_head = self.plain_head();
+                        let eligible = |key: LaneKey| {
+                            let barrier = self.lanes[&key].entries.front().map_or(NO_BARRIER, |entry| entry.1);
+                            barrier == NO_BARRIER || barrier < plain_head
+                        };
+                        let position = |key: LaneKey| {
+                            let index = self.order_index(key);
+                            self.options.binary_search(&index).unwrap_or(0)
+                        };
+                        self.options[chooser.choose_ranked_lane(options, eligible, position)]
+                    }
                     options => {
                         let (order, lanes, eligible) = (&self.order, &self.lanes, &self.options);
                         eligible[chooser.choose_lane(options, |i| lanes[&order[eligible[i]].2].owner)]
@@ -236,10 +263,12 @@ impl<T> LaneQueue<T> {
             Some(&(head, head_barrier, _)) => {
                 let at = self.order.partition_point(|&(seq, _, _)| seq < head);
                 self.order.insert(at, (head, head_barrier, key));
+                chooser.lane_head(key, head);
             }
             None => {
                 let emptied = self.lanes.remove(&key).expect("lane present");
                 self.spare.push(emptied.entries);
+                chooser.lane_gone(key);
             }
         }
         Some(entry)
