@@ -1,7 +1,7 @@
 """How fast exploration finds bugs, and what a run of it costs.
 
 1. Runs to first failure: for every program of tests/buggy_programs.py (``PROGRAMS`` and
-   ``DEEP_PROGRAMS``) and every strategy,
+   ``DEEP_PROGRAMS``, ``STARVATION_PROGRAMS``) and every strategy,
    ``quiesce.explore`` is started from ``--seeds`` different base seeds (the bounded search is
    deterministic: one number), with up to ``--max-runs`` runs; the table gives the median and
    the worst number of runs to the first failure, and how many starts found it at all.
@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from buggy_programs import DEEP_PROGRAMS, PROGRAMS
+from buggy_programs import DEEP_PROGRAMS, PROGRAMS, STARVATION_PROGRAMS
 
 import quiesce
 
@@ -63,7 +63,7 @@ def table_runs_to_failure(seeds: int, cap: int) -> List[str]:
         "| program | " + " | ".join(label for label, _ in STRATEGIES) + " |",
         "|---|" + "---:|" * len(STRATEGIES),
     ]
-    for name, program in {**PROGRAMS, **DEEP_PROGRAMS}.items():
+    for name, program in {**PROGRAMS, **DEEP_PROGRAMS, **STARVATION_PROGRAMS}.items():
         cells = []
         for _label, options in STRATEGIES:
             starts = 1 if options["policy"] == "dfs" else seeds

@@ -173,6 +173,44 @@ async def buffer_overrun() -> None:
     assert not lost, f"buffer overrun: items {lost} were overwritten before they were read"
 
 
+async def starved_releaser() -> None:
+    """A waiter polls a flag 100 times and then gives up, assuming the releaser (four steps
+    from setting it) got its turn by then. In stock order it does; a schedule that lets the
+    waiter run 100 decisions ahead of the releaser starves it. Random scheduling almost never
+    does; PCT demotes a task after 64 wins in a row (so polling loops cannot livelock), which
+    breaks the starvation too."""
+    state = {"released": False}
+
+    async def releaser() -> None:
+        await hops(4)
+        state["released"] = True
+
+    async def waiter() -> None:
+        for _ in range(100):
+            if state["released"]:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the waiter gave up after 100 polls: the releaser was starved")
+
+    await asyncio.gather(waiter(), releaser())
+
+
+async def fair_poller() -> None:
+    """A poller that waits as long as it takes for a flag a setter sets after four steps:
+    correct under any fair loop, so no schedule may report it (as a livelock or otherwise)."""
+    state = {"set": False}
+
+    async def setter() -> None:
+        await hops(4)
+        state["set"] = True
+
+    async def poller() -> None:
+        while not state["set"]:
+            await asyncio.sleep(0)
+
+    await asyncio.gather(poller(), setter())
+
+
 #: Programs every policy finds within a few hundred runs, by name.
 PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
     "lost update": lost_update,
@@ -189,4 +227,10 @@ PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
 DEEP_PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
     "stale cache": stale_cache,
     "buffer overrun": buffer_overrun,
+}
+
+#: Programs that need one task far ahead of another for many decisions in a row: only the
+#: portfolio's PCT member that allows it finds them.
+STARVATION_PROGRAMS: Dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+    "starved releaser": starved_releaser,
 }

@@ -15,10 +15,12 @@ from buggy_programs import (
     DEEP_PROGRAMS,
     PROGRAMS,
     buffer_overrun,
+    fair_poller,
     hops,
     lost_update,
     missed_wakeup,
     stale_cache,
+    starved_releaser,
     timeout_tie,
 )
 
@@ -176,6 +178,26 @@ def test_the_default_portfolio_finds_each_deep_program(name: str) -> None:
     assert caught.value.failure.reproduced is True
     with pytest.raises(AssertionError):
         quiesce.replay(DEEP_PROGRAMS[name], caught.value.schedule)
+
+
+@pytest.mark.parametrize("seed", [0, 1000, 2000, 3000])
+def test_the_default_portfolio_finds_a_starvation_bug_within_500_runs(seed: int) -> None:
+    quiesce.replay(starved_releaser, "q1-")  # passes in stock order
+    result = quiesce.explore(starved_releaser, runs=500, seed=seed, raise_on_failure=False)
+    assert result.failure is not None and "releaser was starved" in str(result.failure.error)
+    assert "one task up to 1024 ahead" in result.failure.policy
+    with pytest.raises(AssertionError, match="releaser was starved"):
+        quiesce.replay(starved_releaser, result.failure.schedule)
+    # Plain PCT demotes the waiter after 64 polls: it never starves the releaser.
+    assert quiesce.explore(starved_releaser, policy="pct", pct_depth=1, runs=100, seed=seed).ok
+
+
+def test_a_fair_polling_loop_is_never_reported() -> None:
+    # The portfolio member that lets one task run far ahead still demotes it after 1,024
+    # wins in a row: a poller that waits as long as it takes is not a livelock.
+    result = quiesce.explore(fair_poller, runs=2000)
+    assert result.ok and result.runs == 2000
+    assert result.max_decisions < 2 * 1024
 
 
 def test_pct_finds_what_random_scheduling_rarely_hits() -> None:

@@ -5,6 +5,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 #: The deepest PCT bug depth (``pct_depth``) a loop takes.
 MAX_PCT_DEPTH: int
+#: The default ``pct_max_streak``.
+PCT_MAX_STREAK: int
 
 class Handle:
     """A scheduled callback, as returned by ``call_soon``."""
@@ -99,6 +101,7 @@ class CoreLoop:
         seed: Optional[int],
         depth: int,
         horizon: int,
+        max_streak: int,
         schedule: Optional[str],
         clock: str,
         clock_resolution: float,

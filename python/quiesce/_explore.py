@@ -65,13 +65,21 @@ SHRINK_RUNS = 200
 TRACE_LIMIT = 100_000
 
 #: What ``policy="auto"`` cycles through after its first run (stock order, measured).
+#: ``"pct-far"`` is PCT that lets one task win up to ``FAR_AHEAD_STREAK`` decisions in a row
+#: (plain PCT demotes it after 64): the starvation bugs need one task far ahead.
 _PORTFOLIO: Tuple[Tuple[str, int], ...] = (
     ("random", 0),
     ("pct", 2),
     ("pct", 3),
     ("random", 0),
     ("pct", 1),
+    ("pct-far", 1),
 )
+
+#: Decisions in a row a task may win under ``"pct-far"``: far more than a polling loop that
+#: gives up after a few hundred tries, far fewer than a run's step budget, so a fair polling
+#: loop still ends (no false livelock).
+FAR_AHEAD_STREAK = 1024
 
 Decision = Tuple[str, int, int, float]
 
@@ -569,8 +577,9 @@ def explore(
 
     ``policy``:
 
-    * ``"auto"`` (default): the stock order first, then random, PCT at depths 2, 3 and 1, in
-      turn. A good first choice.
+    * ``"auto"`` (default): the stock order first, then random, PCT at depths 2, 3 and 1,
+      random, and PCT at depth 1 letting one task run up to 1,024 decisions ahead (for
+      starvation bugs), in turn. A good first choice.
     * ``"random"``: every decision uniformly at random, run *i* with seed ``seed + i``.
     * ``"pct"``: probabilistic concurrency testing with bug depth ``pct_depth``: finds, with
       a guaranteed probability per run, bugs that need up to ``pct_depth - 1`` forced
@@ -783,11 +792,13 @@ class _RunPlan:
         if strategy == "replay":
             return "fifo", None
         seed = (self.settings.seed + index) % 2**64
+        if strategy == "pct-far":
+            return f"pct(depth={depth}, one task up to {FAR_AHEAD_STREAK} ahead)", seed
         return (f"pct(depth={depth})" if strategy == "pct" else strategy), seed
 
     def needs_horizon(self, index: int) -> bool:
         """Whether run ``index`` needs the stock-order run's horizon."""
-        return self.strategy(index)[0] == "pct"
+        return self.strategy(index)[0] in ("pct", "pct-far")
 
     def is_stock_order(self, index: int) -> bool:
         """Whether run ``index`` is the stock-order run that measures the horizon."""
@@ -1015,8 +1026,11 @@ def _loop_options(strategy: str, seed: Optional[int], depth: int, horizon: int) 
     if strategy == "replay":
         # Stock order, but with decisions counted (the PCT horizon is measured from it).
         return {"schedule": "q1-"}
-    if strategy == "pct":
-        return {"seed": seed, "policy": "pct", "pct_depth": depth, "pct_horizon": horizon}
+    if strategy in ("pct", "pct-far"):
+        options = {"seed": seed, "policy": "pct", "pct_depth": depth, "pct_horizon": horizon}
+        if strategy == "pct-far":
+            options["pct_max_streak"] = FAR_AHEAD_STREAK
+        return options
     return {"seed": seed, "policy": "random"}
 
 

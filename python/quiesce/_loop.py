@@ -21,7 +21,7 @@ import weakref
 from asyncio import format_helpers
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from quiesce._core import MAX_PCT_DEPTH, CoreLoop, OutsideFacts
+from quiesce._core import MAX_PCT_DEPTH, PCT_MAX_STREAK, CoreLoop, OutsideFacts
 from quiesce._errors import BudgetExceeded, Deadlock, time_text
 from quiesce._outside import outside_facts
 from quiesce._queue_views import ReadyView, ScheduledView
@@ -158,7 +158,9 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     ``policy`` chooses how: ``"fifo"`` (stock order), ``"random"`` (uniform, the default when a
     seed is given), ``"pct"`` (probabilistic concurrency testing: seeded task priorities with
-    ``pct_depth - 1`` priority drops spread over ``pct_horizon`` decisions), or ``"replay"``
+    ``pct_depth - 1`` priority drops spread over ``pct_horizon`` decisions; a task that wins
+    ``pct_max_streak`` decisions in a row, default 64, drops below the others, so a polling
+    loop cannot livelock), or ``"replay"``
     with ``schedule="q1-..."``: exactly the decisions a previous run recorded (see
     :attr:`schedule`).
 
@@ -198,6 +200,7 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         schedule: Optional[str] = None,
         pct_depth: int = DEFAULT_PCT_DEPTH,
         pct_horizon: int = DEFAULT_PCT_HORIZON,
+        pct_max_streak: int = PCT_MAX_STREAK,
         io_grace: Optional[float] = None,
         turn_time: Optional[float] = DEFAULT_TURN_TIME,
     ) -> None:
@@ -219,11 +222,13 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         policy = _check_policy(policy, seed, schedule)
         pct_depth = _check_positive_int("pct_depth", pct_depth, MAX_PCT_DEPTH)
         pct_horizon = _check_positive_int("pct_horizon", pct_horizon)
+        pct_max_streak = _check_positive_int("pct_max_streak", pct_max_streak, 2**32 - 1)
         self._q_configure(
             policy,
             seed,
             pct_depth,
             pct_horizon,
+            pct_max_streak,
             schedule,
             clock,
             time.get_clock_info("monotonic").resolution,

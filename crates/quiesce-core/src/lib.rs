@@ -20,7 +20,8 @@ pub mod timers;
 pub use clock::{validate_duration, ClockKind, DurationError, VirtualClock};
 pub use idle::{decide, Action, DeadlockKind, Facts, IdleState, Outside, Pace, RunMode};
 pub use policy::{
-    Chooser, Decision, DecisionKind, Drift, Mismatch, Owner, Policy, FRESH_OWNER, MAX_PCT_DEPTH, PLAIN_OWNER,
+    Chooser, Decision, DecisionKind, Drift, Mismatch, Owner, Policy, FRESH_OWNER, MAX_PCT_DEPTH, PCT_MAX_STREAK,
+    PLAIN_OWNER,
 };
 pub use ready::{permute_ties, LaneKey, ReadyQueue, PLAIN_LANE};
 pub use schedule::{next_bounded, Schedule, ScheduleError, TraceDigest, TraceTag};

@@ -37,6 +37,8 @@ type Rank = (u64, Reverse<u64>, LaneKey);
 
 pub(crate) struct PctState {
     depth: u32,
+    /// Lane decisions in a row an owner may win before it is demoted.
+    max_streak: u32,
     /// The owner that won the last lane decisions, and how many in a row.
     streak: (Owner, u32),
     /// The priorities the next owners demoted for a streak get, above and below the
@@ -59,11 +61,12 @@ pub(crate) struct PctState {
 impl PctState {
     /// The state of a run with bug depth `depth` (at least 1) over `horizon` lane decisions
     /// (at least 1); the change points take the generator's first draws.
-    pub(crate) fn new(rng: &mut fastrand::Rng, depth: u32, horizon: u64) -> Self {
+    pub(crate) fn new(rng: &mut fastrand::Rng, depth: u32, horizon: u64, max_streak: u32) -> Self {
         let mut change_points: Vec<u64> = (1..depth).map(|_| rng.u64(1..=horizon)).collect();
         change_points.sort_unstable();
         Self {
             depth,
+            max_streak,
             streak: (crate::policy::FRESH_OWNER, 0),
             next_streak_priority: FRESH_BAND - 1,
             next_floor_priority: CHANGE_BAND - 1,
@@ -155,7 +158,7 @@ impl PctState {
         }
         let owner = self.owner_of(chosen);
         self.streak = if self.streak.0 == owner { (owner, self.streak.1 + 1) } else { (owner, 1) };
-        if self.streak.1 > PCT_MAX_STREAK {
+        if self.streak.1 > self.max_streak {
             let lowest_other =
                 self.ranked.iter().find(|rank| rank.2 != chosen && eligible(rank.2)).map_or(u64::MAX, |rank| rank.0);
             let counter = if lowest_other > CHANGE_BAND + u64::from(self.depth) {
@@ -207,7 +210,7 @@ mod tests {
             events in proptest::collection::vec((0u8..4, 0u64..12, 0u64..5), 1..300),
         ) {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let mut state = PctState::new(&mut rng, depth, 50);
+            let mut state = PctState::new(&mut rng, depth, 50, 8);
             let mut next_head = 0u64;
             for (event, lane, owner) in events {
                 next_head += 1;

@@ -84,10 +84,12 @@ pub enum Policy {
     ///
     /// Strict priorities starve: a task polling in a loop (`while not ready: await
     /// asyncio.sleep(0)`) would win every decision and never let the task it waits for run,
-    /// a livelock no fair asyncio loop has. So an owner that wins [`PCT_MAX_STREAK`] lane
-    /// decisions in a row drops below every owner not yet demoted (but above those demoted
-    /// at change points), as PCT implementations demote a thread that yields.
-    Pct { seed: u64, depth: u32, horizon: u64 },
+    /// a livelock no fair asyncio loop has. So an owner that wins `max_streak` lane
+    /// decisions in a row ([`PCT_MAX_STREAK`] by default) drops below every owner not yet
+    /// demoted (but above those demoted at change points), as PCT implementations demote a
+    /// thread that yields. A larger `max_streak` lets one task run further ahead of the
+    /// others (a starved releaser), while a fair polling loop still ends.
+    Pct { seed: u64, depth: u32, horizon: u64, max_streak: u32 },
     /// Replays recorded choices; after the last one, index 0.
     Replay(Schedule),
 }
@@ -159,9 +161,10 @@ impl Chooser {
         let (strategy, seed) = match policy {
             Policy::Fifo => (Strategy::Fifo, 0),
             Policy::Random { seed } => (Strategy::Random, seed),
-            Policy::Pct { seed, depth, horizon } => {
+            Policy::Pct { seed, depth, horizon, max_streak } => {
                 let mut rng = fastrand::Rng::with_seed(seed);
-                let state = PctState::new(&mut rng, depth.clamp(1, MAX_PCT_DEPTH), horizon.max(1));
+                let depth = depth.clamp(1, MAX_PCT_DEPTH);
+                let state = PctState::new(&mut rng, depth, horizon.max(1), max_streak.max(1));
                 return Self::with(Strategy::Pct(Box::new(state)), rng);
             }
             Policy::Replay(schedule) => {
@@ -460,7 +463,7 @@ mod tests {
     #[test]
     fn pct_runs_the_highest_priority_owner_until_a_change_point() {
         // Depth 1: no change points, so one owner keeps winning whatever the lane order.
-        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 1, horizon: 10 });
+        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 1, horizon: 10, max_streak: PCT_MAX_STREAK });
         let first = c.choose_lane(3, |i| [10, 20, 30][i]);
         let owner = [10, 20, 30][first];
         for rotation in 0..3 {
@@ -470,7 +473,7 @@ mod tests {
         }
         // Depth 2 with horizon 1: the change point is the first decision, so the owner that
         // would have run first is demoted there and loses to everyone from then on.
-        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 2, horizon: 1 });
+        let mut c = Chooser::new(Policy::Pct { seed: 3, depth: 2, horizon: 1, max_streak: PCT_MAX_STREAK });
         let pick = [10, 20, 30][c.choose_lane(3, |i| [10, 20, 30][i])];
         let Strategy::Pct(state) = &c.strategy else { unreachable!() };
         let demoted: Vec<Owner> =
@@ -487,7 +490,7 @@ mod tests {
         // Whatever the seed, the owner that keeps winning (a task polling in a loop) gives way
         // after PCT_MAX_STREAK decisions, and the other owner gets to run.
         for seed in 0..20 {
-            let mut c = Chooser::new(Policy::Pct { seed, depth: 1, horizon: 10 });
+            let mut c = Chooser::new(Policy::Pct { seed, depth: 1, horizon: 10, max_streak: PCT_MAX_STREAK });
             let picks: Vec<usize> = (0..=PCT_MAX_STREAK as usize).map(|_| c.choose_lane(2, |i| [7, 8][i])).collect();
             let first = picks[0];
             assert!(picks[..PCT_MAX_STREAK as usize].iter().all(|p| *p == first), "seed {seed}");
@@ -502,7 +505,7 @@ mod tests {
     fn pct_streak_demotion_goes_below_a_change_point_owner_it_waits_for() {
         // Depth 2, horizon 1: the first decision's owner is demoted at the change point; the
         // other one then wins a streak (polling for the demoted one, say) and must give way.
-        let mut c = Chooser::new(Policy::Pct { seed: 5, depth: 2, horizon: 1 });
+        let mut c = Chooser::new(Policy::Pct { seed: 5, depth: 2, horizon: 1, max_streak: PCT_MAX_STREAK });
         let owners = [1, 2];
         let winner = owners[c.choose_lane(2, |i| owners[i])];
         for _ in 0..PCT_MAX_STREAK - 1 {
@@ -515,7 +518,7 @@ mod tests {
     fn pct_streak_demotion_keeps_other_owners_order() {
         // Three owners; the top one streaks and drops below both others, which keep their
         // relative order (the second-highest runs next, not the lowest).
-        let mut c = Chooser::new(Policy::Pct { seed: 11, depth: 1, horizon: 10 });
+        let mut c = Chooser::new(Policy::Pct { seed: 11, depth: 1, horizon: 10, max_streak: PCT_MAX_STREAK });
         let owners = [1, 2, 3];
         let top = owners[c.choose_lane(3, |i| owners[i])];
         for _ in 0..PCT_MAX_STREAK - 1 {

@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn a_recorded_run_replays_exactly() {
         let pushes: Vec<(LaneKey, u32)> = (0..60).map(|i| (u64::from(i % 5), i)).collect();
-        let mut q = ReadyQueue::new(Policy::Pct { seed: 5, depth: 3, horizon: 40 });
+        let mut q = ReadyQueue::new(Policy::Pct { seed: 5, depth: 3, horizon: 40, max_streak: crate::PCT_MAX_STREAK });
         for (lane, v) in &pushes {
             q.push(*lane, *lane + 1, *v);
         }

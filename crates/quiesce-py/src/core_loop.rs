@@ -592,7 +592,7 @@ impl CoreLoop {
     /// Sets the policy, the clock and the idle decision's settings; only before anything is
     /// scheduled. `policy` is "fifo", "random" or "pct" (both need `seed`), or "replay" (needs
     /// `schedule`). The Python layer has validated every value.
-    #[pyo3(signature = (policy, seed, depth, horizon, schedule, clock, clock_resolution, watchdog, io_grace, turn_time))]
+    #[pyo3(signature = (policy, seed, depth, horizon, max_streak, schedule, clock, clock_resolution, watchdog, io_grace, turn_time))]
     #[allow(clippy::too_many_arguments)]
     fn _q_configure(
         slf: &Bound<'_, Self>,
@@ -600,6 +600,7 @@ impl CoreLoop {
         seed: Option<u64>,
         depth: u32,
         horizon: u64,
+        max_streak: u32,
         schedule: Option<&str>,
         clock: &str,
         clock_resolution: f64,
@@ -616,7 +617,9 @@ impl CoreLoop {
         let policy = match policy {
             "fifo" => Policy::Fifo,
             "random" => Policy::Random { seed: seed_for("random")? },
-            "pct" if (1..=MAX_PCT_DEPTH).contains(&depth) => Policy::Pct { seed: seed_for("pct")?, depth, horizon },
+            "pct" if (1..=MAX_PCT_DEPTH).contains(&depth) => {
+                Policy::Pct { seed: seed_for("pct")?, depth, horizon, max_streak: max_streak.max(1) }
+            }
             "pct" => {
                 return Err(PyValueError::new_err(format!("pct_depth must be in 1..={MAX_PCT_DEPTH}, got {depth}")))
             }

@@ -29,6 +29,7 @@ mod _core {
         #[cfg(not(feature = "abi3"))]
         crate::fast_call::install(module.py(), &module.py().get_type::<CoreLoop>())?;
         module.add("MAX_PCT_DEPTH", quiesce_core::MAX_PCT_DEPTH)?;
+        module.add("PCT_MAX_STREAK", quiesce_core::PCT_MAX_STREAK)?;
         Ok(())
     }
 }
