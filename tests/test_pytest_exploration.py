@@ -18,7 +18,7 @@ from test_pytest_plugin import PLUGIN_ARGS
 
 import quiesce
 import quiesce._explore
-from quiesce._explore import SavedSchedule, Shard, _checked_settings, _explore
+from quiesce._explore import SavedSchedule, Shard, _checked_settings, _explore, _RunPlan
 
 pytest_plugins = ["pytester"]
 
@@ -101,9 +101,14 @@ def test_shards_together_make_the_runs_of_one_exploration(
     shards = [_explore(program, settings, shard=Shard(number, 3)) for number in (1, 2, 3)]
     assert [shard.runs for shard in shards] == [14, 13, 13]
     assert [shard.shard for shard in shards] == [(1, 3), (2, 3), (3, 3)]
-    # Run i depends on i only: the shards make the whole's runs (and, for PCT, shards 2 and
-    # 3 make the stock-order run 0 that measures the horizon).
-    calibration = 2 if policy in ("auto", "pct") else 0
+    # Run i depends on i only: the shards make the whole's runs (and a shard other than the
+    # first that makes a PCT run first makes the stock-order run 0, which measures PCT's
+    # horizon).
+    plan = _RunPlan(settings)
+    calibration = sum(
+        any(plan.needs_horizon(index) for index in range(number - 1, 40, 3)) for number in (2, 3)
+    )
+    assert calibration == {"auto": 1, "pct": 2, "random": 0}[policy]
     assert len(made) == 40 + calibration
     assert sorted(made) == sorted(whole_schedules + [whole_schedules[0]] * calibration)
 
