@@ -73,6 +73,19 @@ for venv in "${ends[@]}"; do
 done
 [ "$mypy_status" -eq 0 ] || failed=$((failed + 1))
 
+# The hand-written stub of the native module against the module itself (mypy's stubtest
+# imports it, so it runs on the test venv of the tools' own interpreter, when tested).
+tools_tag=$("$tools/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+stub_venv=".venvs/$tools_tag"
+if [ -d "$stub_venv" ]; then
+    echo "== stubtest quiesce._core (on $tools_tag)"
+    site=$("$stub_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    (cd /tmp && PYTHONPATH="$site" "$root/$tools/bin/python" -m mypy.stubtest quiesce._core \
+        --allowlist "$root/scripts/stubtest-allowlist.txt") || failed=$((failed + 1))
+else
+    echo "note: stubtest skipped: the tools run on $tools_tag, which is not among the interpreters tested"
+fi
+
 if [ "${QUIESCE_INTEROP:-1}" != "0" ]; then
     # Oldest and newest interpreter: existing pytest-asyncio (1.x, 0.2x) and anyio suites run
     # unchanged on quiesce through the conftest.py recipes in tests_interop/.

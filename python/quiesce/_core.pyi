@@ -1,7 +1,7 @@
 """Type stubs for the native scheduling core (``quiesce._core``)."""
 
 import contextvars
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, final
 
 #: The deepest PCT bug depth (``pct_depth``) a loop takes.
 MAX_PCT_DEPTH: int
@@ -28,6 +28,7 @@ class Handle:
     @property
     def _source_traceback(self) -> None: ...
 
+@final
 class TimerHandle(Handle):
     """A callback scheduled for a loop time, as returned by ``call_at`` / ``call_later``."""
 
@@ -35,6 +36,7 @@ class TimerHandle(Handle):
     @property
     def _when(self) -> float: ...
 
+@final
 class OutsideFacts:
     """What is in flight outside the loop, as the core's clock decision takes it."""
 
@@ -93,7 +95,8 @@ class CoreLoop:
     ) -> TimerHandle: ...
     def get_debug(self) -> bool: ...
     def _add_callback(self, handle: Any) -> None: ...
-    def _timer_handle_cancelled(self, handle: Any) -> None: ...
+    def _timer_handle_cancelled(self, _handle: Any) -> None: ...
+    def create_future(self) -> Any: ...
     def _run_once(self) -> None: ...
     def _q_configure(
         self,
