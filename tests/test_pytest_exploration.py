@@ -261,6 +261,32 @@ def test_a_saved_schedule_is_forgotten_after_three_passes(pytester: pytest.Pytes
         assert [entry["passes"] for entry in entries(database)] == [passes]
     run_pytest(pytester).assert_outcomes(passed=1)
     assert entries(database) == []
+    assert list(database.glob("*/*.html")) == []  # its timeline went with it
+
+
+def test_a_saved_failure_has_its_timeline_beside_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(RACE)
+    run_pytest(pytester).assert_outcomes(failed=1)
+    [entry] = sorted((pytester.path / ".quiesce").glob("*/*.json"))
+    page = entry.with_suffix(".html").read_text(encoding="utf-8")
+    assert "failed: AssertionError" in page and "data-rendered-tracks" in page
+
+
+def test_quiesce_trace_writes_the_timeline_of_a_replay(pytester: pytest.Pytester) -> None:
+    failure = _race_failure()
+    pytester.makepyfile(RACE)
+    first = run_pytest(pytester, "--quiesce-db=none")
+    assert "--quiesce-trace=timeline.html" in first.stdout.str()
+    result = run_pytest(
+        pytester, f"--quiesce-replay={failure.schedule}", "--quiesce-trace=out/run.json"
+    )
+    result.assert_outcomes(failed=1)
+    trace = json.loads((pytester.path / "out" / "run.json").read_text(encoding="utf-8"))
+    assert trace["otherData"]["schedule"] == failure.schedule
+    assert sum(event["ph"] == "X" for event in trace["traceEvents"]) > 5
+    bad = run_pytest(pytester, "--quiesce-trace=x.html")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--quiesce-trace writes the timeline of a replayed schedule" in bad.stderr.str()
 
 
 def test_passes_of_a_saved_schedule_count_in_a_row(pytester: pytest.Pytester) -> None:

@@ -23,7 +23,18 @@ import unittest
 import warnings
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, Generator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from quiesce._core import MAX_PCT_DEPTH, CoreLoop
 from quiesce._errors import BudgetExceeded, _StoppedWithReport
@@ -38,6 +49,8 @@ from quiesce._loop import (
     _set_current_loop,
 )
 from quiesce._teardown import cancel_and_shut_down
+from quiesce._timeline import Timeline, TimelineRecorder
+from quiesce._timeline import write as write_timeline
 
 #: A test for :func:`explore`: a callable with no arguments returning a fresh coroutine.
 TestFactory = Callable[[], Awaitable[Any]]
@@ -279,6 +292,8 @@ class _Outcome:
     #: For the bounded search: every decision's options (compact), and the chosen indices up
     #: to the last non-zero one.
     choices: Optional[Tuple[Sequence[int], List[int]]] = None
+    #: The run's timeline, when one was recorded.
+    timeline: Optional[Timeline] = None
 
 
 def describe_entry(entry: Any) -> str:
@@ -380,6 +395,7 @@ def _run_once(
     *,
     trace: bool = False,
     decisions: bool = False,
+    timeline: Optional[TimelineRecorder] = None,
     max_time: Optional[float],
     max_steps: Optional[int],
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
@@ -400,6 +416,10 @@ def _run_once(
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     if trace:
         loop._q_trace_log = []
+        loop._q_set_trace(True)
+    if timeline is not None:
+        timeline.install(loop)
+        loop._q_timeline = timeline
         loop._q_set_trace(True)
     threads_before = set(threading.enumerate())
     previous = _current_loop()
@@ -446,11 +466,21 @@ def _run_once(
             trace=loop._q_trace_log,
             evidence=evidence,
             choices=_compact_choices(loop) if decisions else None,
+            timeline=None if timeline is None else timeline.finish(loop, _ending(error)),
         )
     finally:
         loop._q_set_trace(False)
         _dispose(loop)
         _set_current_loop(previous)
+
+
+def _ending(error: Optional[BaseException]) -> str:
+    if error is None:
+        return "passed"
+    first = str(error).splitlines()[0] if str(error) else ""
+    return (
+        f"failed: {type(error).__name__}: {first}" if first else f"failed: {type(error).__name__}"
+    )
 
 
 def _compact_choices(loop: Loop) -> Tuple[Sequence[int], List[int]]:
@@ -1170,6 +1200,7 @@ def replay(
     watchdog: Optional[float] = DEFAULT_WATCHDOG,
     io_grace: Optional[float] = None,
     strict: bool = True,
+    trace: Optional[Union[str, os.PathLike[str]]] = None,
 ) -> None:
     """Runs ``test`` once, on a fresh :class:`quiesce.Loop`, making exactly the scheduling
     decisions recorded in ``schedule`` (the ``q1-...`` string a failure printed). Raises what
@@ -1182,17 +1213,32 @@ def replay(
     fit. That happens when the test or what it depends on changed, when it is not
     deterministic, or on another CPython version whose asyncio schedules the test
     differently. With ``strict=False`` it warns (:class:`ReplayDivergedWarning`) instead.
+
+    With ``trace=PATH`` it also writes the run's timeline there, whatever the outcome: a
+    Chrome Trace Event file (JSON; Perfetto and ``chrome://tracing`` open it), or, for a path
+    ending in ``.html``, a self-contained page drawing it. One track per task (plus plain
+    callbacks and timers), a slice per step with its virtual time and decision index, arrows
+    from waker to woken, and the steps chosen by a decision that left stock order in red, with
+    what else could have run.
     """
     test = _check_test(test, "replay")
     if not isinstance(schedule, str):
         raise TypeError(f"schedule must be a str like 'q1-AwI', got {type(schedule).__name__}")
     schedule = schedule.strip().rstrip("=")
     CoreLoop._q_decode_schedule(schedule)  # a clear ValueError for a mangled string
+    recorder = (
+        None
+        if trace is None
+        else TimelineRecorder(f"quiesce.replay({_test_name(test)}, {schedule!r})")
+    )
     outcome = _run_once(
         test,
         {"schedule": schedule, "clock": clock},
+        timeline=recorder,
         **_run_options(max_time, max_steps, watchdog, io_grace),
     )
+    if trace is not None and outcome.timeline is not None:
+        write_timeline(outcome.timeline, trace)
     if outcome.error is not None:
         raise outcome.error
     problem = _divergence(outcome)

@@ -3,9 +3,10 @@ the next run of that test replays it first (as Hypothesis replays its example da
 
 Layout: ``<db>/.gitignore`` (``*``: the database is a cache of this checkout, not source),
 and one JSON file per failing schedule, ``<db>/<digest of the node id>/<digest of the
-schedule>.json``. Each file is written whole and renamed into place, so concurrent pytest-xdist
-workers (or two pytest processes) never see a torn entry; a lost update costs at most one pass
-count. An entry that passes ``PASSES_TO_FORGET`` times in a row is deleted.
+schedule>.json``, with the run's timeline beside it (``.html``, see ``quiesce._timeline``).
+Each file is written whole and renamed into place, so concurrent pytest-xdist workers (or two
+pytest processes) never see a torn entry; a lost update costs at most one pass count. An
+entry that passes ``PASSES_TO_FORGET`` times in a row is deleted.
 """
 
 from __future__ import annotations
@@ -158,10 +159,7 @@ class FailureDatabase:
         path = Path(entry.path)
         entry.passes += 1
         if entry.passes >= PASSES_TO_FORGET:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            self.forget(entry)
             return
         if path.exists():
             write_atomically(path, entry.to_json())
@@ -173,9 +171,10 @@ class FailureDatabase:
             write_atomically(Path(entry.path), entry.to_json())
 
     def forget(self, entry: Entry) -> None:
-        """Deletes ``entry`` (its schedule no longer fits the test)."""
+        """Deletes ``entry`` and the timeline saved beside it."""
         if entry.path is not None:
-            try:
-                Path(entry.path).unlink()
-            except FileNotFoundError:
-                pass
+            for path in (Path(entry.path), Path(entry.path).with_suffix(".html")):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass

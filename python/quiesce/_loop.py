@@ -238,6 +238,8 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         )
         self._q_policy = policy
         self._q_trace_log: Optional[List[Tuple[str, float]]] = None
+        #: While a replay records its timeline: the recorder (see quiesce._timeline).
+        self._q_timeline: Any = None
         self._q_faults_fired: List[Tuple[str, float]] = []
         self._q_seed = seed
         self._q_clock = clock
@@ -703,14 +705,20 @@ class Loop(CoreLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return BudgetExceeded(message, pending, report=report)
 
     def _q_trace(self, entry: Any) -> None:
-        """Called before each callback runs while tracing (the determinism self-check)."""
+        """Called before each callback runs while tracing: the determinism self-check's log
+        and a replay's timeline. Tracing stops once both are full."""
         from quiesce._explore import TRACE_LIMIT, describe_entry
 
+        wanted = False
         log = self._q_trace_log
-        if log is not None:
+        if log is not None and len(log) < TRACE_LIMIT:
             log.append((describe_entry(entry), self.time()))
-            if len(log) >= TRACE_LIMIT:
-                self._q_set_trace(False)
+            wanted = len(log) < TRACE_LIMIT
+        timeline = self._q_timeline
+        if timeline is not None and timeline.entry(entry):
+            wanted = True
+        if not wanted:
+            self._q_set_trace(False)
 
     def _q_callback_error(self, handle: Any, exc: BaseException) -> None:
         source = format_helpers._format_callback_source(handle._callback, handle._args)

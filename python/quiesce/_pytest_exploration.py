@@ -30,6 +30,7 @@ from quiesce._explore import (
     TestFactory,
     _checked_settings,
     _explore,
+    replay,
 )
 from quiesce._failure_db import FailureDatabase
 from quiesce._shard_files import FileShardProgress
@@ -237,7 +238,7 @@ def explore_item(item: pytest.Item, test: TestFactory, **kwargs: Any) -> Explore
         if counts:
             db.failed_again(again[0])
     elif failure is not None:
-        db.save(
+        entry = db.save(
             nodeid,
             failure.schedule,
             run=failure.run,
@@ -245,4 +246,21 @@ def explore_item(item: pytest.Item, test: TestFactory, **kwargs: Any) -> Explore
             seed=failure.seed,
             error=failure.error,
         )
+        _save_timeline(test, failure.schedule, entry, settings)
     return result
+
+
+def _save_timeline(test: TestFactory, schedule: str, entry: Any, settings: Any) -> None:
+    """Writes the timeline of a saved failing schedule beside its entry (``<entry>.html``);
+    one more run of the test. A timeline that cannot be made is left out: the entry stands."""
+    if entry.path is None:
+        return
+    path = Path(entry.path).with_suffix(".html")
+    try:
+        replay(
+            test, schedule, clock=settings.clock, strict=False, trace=path, **settings.run_options
+        )
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        pass  # the schedule fails, as it should: the timeline is written either way

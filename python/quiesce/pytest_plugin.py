@@ -178,6 +178,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "report), e.g. pytest 'tests/test_x.py::test_y' --quiesce-replay=q1-...",
     )
     group.addoption(
+        "--quiesce-trace",
+        dest="quiesce_trace",
+        default=None,
+        metavar="PATH",
+        help="with --quiesce-replay: write the replayed run's timeline to PATH (a page if it "
+        "ends in .html, else a Chrome Trace Event file for Perfetto or chrome://tracing).",
+    )
+    group.addoption(
         "--quiesce-override",
         dest="quiesce_override",
         default=None,
@@ -230,6 +238,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--quiesce-replay needs a schedule (from a failure report)")
     if replay is not None and runs is not None:
         raise pytest.UsageError("--quiesce-replay and --quiesce-runs exclude each other")
+    if config.getoption("quiesce_trace", None) is not None and replay is None:
+        raise pytest.UsageError(
+            "--quiesce-trace writes the timeline of a replayed schedule: pass it with "
+            "--quiesce-replay=SCHEDULE (a failing quiesce test's report prints the command)"
+        )
     exploration.machine_shard(config)  # a UsageError for a bad --quiesce-shard
     unknown = sorted(set(_overrides(config)) - set(OVERRIDABLE))
     if unknown:
@@ -797,6 +810,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     if schedule is not None:
         run.mode, function = "replay", replay
         args: Tuple[Any, ...] = (make, schedule)
+        trace = config.getoption("quiesce_trace", None)
+        if trace is not None:
+            kwargs["trace"] = trace
     else:
         run.mode, function = "explore", functools.partial(exploration.explore_item, pyfuncitem)
         args = (make,)
@@ -879,6 +895,12 @@ def _section_text(item: pytest.Item, run: QuiesceRun) -> str:
             lines.append(
                 "replay this failing schedule: "
                 + _rerun_command(item, f"--quiesce-replay={schedule}")
+            )
+            lines.append(
+                "see its timeline: "
+                + _rerun_command(
+                    item, f"--quiesce-replay={schedule}", "--quiesce-trace=timeline.html"
+                )
             )
         return "\n".join(lines)
     seed = options["seed"]
