@@ -39,6 +39,10 @@ def make_loop(name: str) -> asyncio.AbstractEventLoop:
         import uvloop
 
         return uvloop.new_event_loop()
+    if name == "rloop":
+        import rloop
+
+        return rloop.new_event_loop()
     import quiesce
 
     return quiesce.Loop(clock="real" if name == "quiesce-real" else "virtual")
@@ -172,7 +176,7 @@ WORKLOADS: dict[str, tuple[Callable[[asyncio.AbstractEventLoop, int], None], int
     "event_fresh": (event_fresh, 20_000, "task (create, wait, wake, gather)"),
     "timers": (timers, 50_000, "timer"),
 }
-LOOPS = ("asyncio", "uvloop", "quiesce", "quiesce-real")
+LOOPS = ("asyncio", "uvloop", "rloop", "quiesce", "quiesce-real")
 
 
 def run_one(workload: str, loop_name: str, n: int) -> None:

@@ -1,4 +1,4 @@
-"""Interleaved event-loop benchmarks: stock asyncio vs uvloop vs quiesce.
+"""Interleaved event-loop benchmarks: stock asyncio vs uvloop vs rloop vs quiesce.
 
 Every workload is run for every available loop in the same process, interleaved: for each
 workload and each repetition, each loop runs once, and the loop order is rotated on every
@@ -11,7 +11,7 @@ Usage::
 
     python benches/bench_loops.py [--runs N] [--only NAME,...] [--quick] [--json FILE]
 
-Only the standard library is needed; uvloop and quiesce are used when importable. The report
+Only the standard library is needed; uvloop, rloop and quiesce are used when importable. The report
 (Markdown) goes to stdout, progress to stderr.
 """
 
@@ -111,6 +111,13 @@ def discover_loops() -> tuple[list[LoopSpec], list[tuple[str, str]]]:
         skipped.append(("uvloop", f"not importable ({exc})"))
     else:
         loops.append(_probe("uvloop", uvloop.new_event_loop))
+
+    try:
+        import rloop  # the fastest native loop measured here (Rust, no determinism)
+    except ImportError as exc:
+        skipped.append(("rloop", f"not importable ({exc})"))
+    else:
+        loops.append(_probe("rloop", rloop.new_event_loop))
 
     try:
         import quiesce
