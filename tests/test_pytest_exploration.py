@@ -108,7 +108,7 @@ def test_shards_together_make_the_runs_of_one_exploration(
     calibration = sum(
         any(plan.needs_horizon(index) for index in range(number - 1, 40, 3)) for number in (2, 3)
     )
-    assert calibration == {"auto": 1, "pct": 2, "random": 0}[policy]
+    assert calibration == {"auto": 2, "pct": 2, "random": 0}[policy]
     assert len(made) == 40 + calibration
     assert sorted(made) == sorted(whole_schedules + [whole_schedules[0]] * calibration)
 
