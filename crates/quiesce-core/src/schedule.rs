@@ -344,7 +344,8 @@ mod tests {
             let text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&bytes));
             if let Ok(schedule) = Schedule::decode(&text) {
                 prop_assert!(schedule.deviations().len() * 2 <= bytes.len());
-                prop_assert!(schedule.deviations.capacity() <= bytes.len());
+                // A vector's growth at most doubles its length (and starts at 4 entries).
+                prop_assert!(schedule.deviations.capacity() <= bytes.len().max(4));
                 prop_assert_eq!(Schedule::decode(&schedule.encode()).unwrap(), schedule);
             }
         }
