@@ -49,7 +49,7 @@ from quiesce._loop import (
     _set_current_loop,
 )
 from quiesce._teardown import cancel_and_shut_down
-from quiesce._timeline import Timeline, TimelineRecorder
+from quiesce._timeline import Timeline, TimelineRecorder, callback_and_task, coroutine_name
 from quiesce._timeline import write as write_timeline
 
 #: A test for :func:`explore`: a callable with no arguments returning a fresh coroutine.
@@ -299,13 +299,10 @@ class _Outcome:
 def describe_entry(entry: Any) -> str:
     """A stable description of a ready-queue entry for the determinism check: what it will
     run, without addresses or per-process counters."""
-    callback = getattr(entry, "_callback", entry)
-    owner = getattr(callback, "__self__", None)
+    callback, task = callback_and_task(entry)
     what = getattr(callback, "__name__", type(callback).__name__)
-    if isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro"):
-        coro = owner.get_coro()
-        name = getattr(coro, "__qualname__", type(coro).__name__)
-        return f"task {name}: {what}"
+    if task is not None:
+        return f"task {coroutine_name(task)}: {what}"
     return getattr(callback, "__qualname__", what)
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from quiesce._shard_files import write_atomically
+from quiesce._files import write_atomically
 
 #: Passes in a row after which a saved schedule is forgotten (the bug it found is fixed).
 PASSES_TO_FORGET = 3

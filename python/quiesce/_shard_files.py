@@ -12,35 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from quiesce._explore import ShardProgress
+from quiesce._files import write_atomically
 
 
 def progress_directory(run_id: str, nodeid: str) -> Path:
     """Where the shards of test ``nodeid`` in test run ``run_id`` keep their records."""
     digest = hashlib.sha256(nodeid.encode()).hexdigest()[:24]
     return Path(tempfile.gettempdir()) / f"quiesce-shards-{run_id}" / digest
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` so that a reader sees the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; these are plain data files
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 class FileShardProgress(ShardProgress):

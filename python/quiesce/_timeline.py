@@ -74,14 +74,26 @@ class Timeline:
         ]
 
 
-def _track_and_label(entry: Any) -> Tuple[str, str]:
+def callback_and_task(entry: Any) -> Tuple[Any, Optional[Any]]:
+    """What a ready-queue entry calls, and the task whose step (or wake-up) it is, if any."""
     callback = getattr(entry, "_callback", entry)
     owner = getattr(callback, "__self__", None)
+    is_task = isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro")
+    return callback, owner if is_task else None
+
+
+def coroutine_name(task: Any) -> str:
+    """The qualified name of ``task``'s coroutine."""
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", type(coro).__name__)
+
+
+def _track_and_label(entry: Any) -> Tuple[str, str]:
+    callback, task = callback_and_task(entry)
     what = getattr(callback, "__qualname__", getattr(callback, "__name__", type(callback).__name__))
-    if isinstance(owner, asyncio.Task):
-        coro = owner.get_coro()
-        name = getattr(coro, "__qualname__", type(coro).__name__).replace(".<locals>", "")
-        return f"{owner.get_name()} {name}", f"{name} step"
+    if task is not None:
+        name = coroutine_name(task).replace(".<locals>", "")
+        return f"{task.get_name()} {name}", f"{name} step"
     if hasattr(entry, "when"):
         return "timers", what
     return "callbacks", what
